@@ -1,0 +1,1 @@
+"""Pure on-flash structures, one module per format, as construct definitions."""
