@@ -1,0 +1,1 @@
+"""Security primitives: Secure Boot signatures, pre-encrypted images, flash encryption."""
