@@ -1,0 +1,226 @@
+"""The NOR flash model: a file-backed, memory-mapped SPI flash with 4 KiB sectors.
+
+Reproduces what an ESP32's SPI NOR flash does to the bytes that ESP-IDF's ``esp_flash`` /
+``esp_partition`` layer writes: an erase sets a whole sector to 0xFF, a program can only clear bits
+(``old AND new``), reads see exactly what is stored. Every erase and program goes through
+:meth:`Flash._execute`, the one place that hooks (counters, power-cut injection, undo logs, recorders)
+observe and may interrupt.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+from .errors import InputError
+
+SECTOR_SIZE = 0x1000
+ERASED = 0xFF
+QEMU_FLASH_SIZES = (2 << 20, 4 << 20, 8 << 20, 16 << 20)
+
+
+class FlashError(Exception):
+    """A flash operation that the hardware (or ESP-IDF's esp_flash layer) would refuse."""
+
+
+@dataclass(frozen=True)
+class FlashOp:
+    """One erase or program operation, as seen by hooks. ``index`` counts operations from 0."""
+
+    index: int
+    kind: Literal["erase", "program"]
+    addr: int
+    length: int
+    data: bytes | None = None  # the bytes being programmed (None for an erase)
+
+    @property
+    def end(self) -> int:
+        return self.addr + self.length
+
+
+Hook = Callable[[FlashOp], None]
+
+
+def parse_size(text: str | int) -> int:
+    """Parse a flash size such as ``4MB``, ``16M``, ``512KB``, ``0x400000`` or ``4194304``."""
+    if isinstance(text, int):
+        return text
+    value = text.strip().upper().removesuffix("B")
+    scale = 1
+    if value.endswith("M"):
+        scale, value = 1 << 20, value[:-1]
+    elif value.endswith("K"):
+        scale, value = 1 << 10, value[:-1]
+    try:
+        return int(value, 0) * scale
+    except ValueError:
+        raise InputError(f"not a size: {text!r} (use e.g. 4MB, 512KB or 0x400000)") from None
+
+
+def format_size(size: int) -> str:
+    """``4194304`` -> ``4MB`` (as esptool names flash sizes), other sizes in bytes."""
+    if size % (1 << 20) == 0:
+        return f"{size >> 20}MB"
+    if size % (1 << 10) == 0:
+        return f"{size >> 10}KB"
+    return f"{size}B"
+
+
+def qemu_size_warning(size: int) -> str | None:
+    """Espressif's QEMU accepts only 2, 4, 8 or 16 MB flash images; say so for any other size."""
+    if size in QEMU_FLASH_SIZES:
+        return None
+    return f"flash size {format_size(size)} is not 2, 4, 8 or 16 MB: QEMU-esp32 will refuse this image"
+
+
+class Flash:
+    """A NOR flash backed by a file (memory-mapped; nothing is read into memory as a whole).
+
+    ``strict=True`` makes programming a bit from 0 back to 1 an error (ESP-IDF's host partition
+    emulation does this check with ``CONFIG_ESP_PARTITION_ERASE_CHECK``); otherwise the result is
+    ``old AND new``, as on real hardware.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, strict: bool = False, readonly: bool = False):
+        self.path = Path(path)
+        self.strict = strict
+        self.readonly = readonly
+        try:
+            self._file = open(self.path, "rb" if readonly else "r+b")
+        except OSError as err:
+            raise InputError(f"cannot open flash file {self.path}: {err.strerror}") from None
+        self.size = os.fstat(self._file.fileno()).st_size
+        if self.size == 0:
+            self._file.close()
+            raise InputError(f"{self.path} is empty")
+        access = mmap.ACCESS_READ if readonly else mmap.ACCESS_WRITE
+        self._mm = mmap.mmap(self._file.fileno(), 0, access=access)
+        sectors = (self.size + SECTOR_SIZE - 1) // SECTOR_SIZE
+        self.erase_count = array("I", bytes(4 * sectors))
+        self.program_count = array("I", bytes(4 * sectors))
+        self.op_count = 0
+        self.hooks: list[Hook] = []
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike, **kwargs) -> Flash:
+        return cls(path, **kwargs)
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, size: int, **kwargs) -> Flash:
+        """Create a new, fully erased (0xFF) flash file of ``size`` bytes."""
+        if size <= 0:
+            raise InputError(f"flash size must be positive, not {size}")
+        chunk = b"\xff" * (1 << 20)
+        with open(path, "wb") as f:
+            remaining = size
+            while remaining:
+                n = min(remaining, len(chunk))
+                f.write(chunk[:n])
+                remaining -= n
+        return cls(path, **kwargs)
+
+    def close(self) -> None:
+        if not self._mm.closed:
+            if not self.readonly:
+                self._mm.flush()
+            self._mm.close()
+            self._file.close()
+
+    def __enter__(self) -> Flash:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- reading --------------------------------------------------------------------------------
+    def _check_range(self, addr: int, length: int) -> None:
+        if addr < 0 or length < 0 or addr + length > self.size:
+            raise FlashError(
+                f"range 0x{addr:x}..0x{addr + length:x} is outside the {format_size(self.size)} flash"
+            )
+
+    def read(self, addr: int, length: int) -> bytes:
+        """Read ``length`` bytes at ``addr`` (a copy)."""
+        self._check_range(addr, length)
+        return self._mm[addr : addr + length]
+
+    def view(self, addr: int = 0, length: int | None = None) -> memoryview:
+        """A read-only, zero-copy view of the flash contents (valid until the flash is closed)."""
+        if length is None:
+            length = self.size - addr
+        self._check_range(addr, length)
+        return memoryview(self._mm).toreadonly()[addr : addr + length]
+
+    def is_erased(self, addr: int, length: int) -> bool:
+        self._check_range(addr, length)
+        return self._mm[addr : addr + length].count(ERASED) == length
+
+    # -- writing: every change goes through _execute -------------------------------------------
+    def erase_range(self, addr: int, length: int) -> None:
+        """Erase whole sectors (``esp_flash_erase_region``): both ends must be 4 KiB aligned."""
+        if addr % SECTOR_SIZE or length % SECTOR_SIZE:
+            raise FlashError(f"erase of 0x{addr:x}+0x{length:x} is not aligned to the 4 KiB sector size")
+        self._check_range(addr, length)
+        if length:
+            self._execute("erase", addr, length, None)
+
+    def erase_sector(self, addr: int) -> None:
+        self.erase_range(addr - addr % SECTOR_SIZE, SECTOR_SIZE)
+
+    def program(self, addr: int, data: bytes | bytearray | memoryview) -> None:
+        """Program bytes (``esp_flash_write``): bits can only go from 1 to 0."""
+        data = bytes(data)
+        self._check_range(addr, len(data))
+        if data:
+            self._execute("program", addr, len(data), data)
+
+    def _execute(self, kind: Literal["erase", "program"], addr: int, length: int, data: bytes | None) -> None:
+        if self.readonly:
+            raise FlashError(f"{self.path} is opened read-only")
+        op = FlashOp(self.op_count, kind, addr, length, data)
+        for hook in self.hooks:
+            hook(op)  # a hook may raise to stop the operation (power cut) before it happens
+        self.op_count += 1
+        self.apply(op)
+
+    def apply(self, op: FlashOp) -> None:
+        """Carry out an operation on the stored bytes and count it, bypassing hooks.
+
+        Hooks use this to leave a torn operation behind (for example a prefix of a program) before
+        they cut the power.
+        """
+        first, last = op.addr // SECTOR_SIZE, (op.end - 1) // SECTOR_SIZE
+        if op.kind == "erase":
+            self._mm[op.addr : op.end] = b"\xff" * op.length
+            for s in range(first, last + 1):
+                self.erase_count[s] += 1
+            return
+        assert op.data is not None
+        old = self._mm[op.addr : op.end]
+        if old.count(ERASED) == op.length:
+            new = op.data
+        else:
+            o, d = int.from_bytes(old, "little"), int.from_bytes(op.data, "little")
+            if self.strict and o & d != d:
+                bad = next(i for i in range(op.length) if old[i] & op.data[i] != op.data[i])
+                raise FlashError(
+                    f"programming unerased flash at 0x{op.addr + bad:x}: "
+                    f"0x{old[bad]:02x} cannot become 0x{op.data[bad]:02x} without an erase"
+                )
+            new = (o & d).to_bytes(op.length, "little")
+        self._mm[op.addr : op.end] = new
+        for s in range(first, last + 1):
+            self.program_count[s] += 1
+
+    def write_raw(self, addr: int, data: bytes) -> None:
+        """Put bytes into the flash file as a flash programmer (esptool write-flash) would.
+
+        Not a NOR operation: used to assemble images and to restore snapshots. Hooks do not see it.
+        """
+        self._check_range(addr, len(data))
+        self._mm[addr : addr + len(data)] = data

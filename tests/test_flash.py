@@ -1,0 +1,109 @@
+"""The NOR flash model: erase sets 0xFF, program only clears bits, every operation is observable."""
+
+from __future__ import annotations
+
+import pytest
+
+from esp_ota_emu.errors import InputError
+from esp_ota_emu.flash import SECTOR_SIZE, Flash, FlashError, parse_size, qemu_size_warning
+
+
+@pytest.fixture
+def flash(tmp_path):
+    with Flash.create(tmp_path / "f.bin", 64 * 1024) as f:
+        yield f
+
+
+def test_new_flash_is_erased(flash):
+    assert flash.size == 64 * 1024
+    assert flash.is_erased(0, flash.size)
+
+
+def test_program_only_clears_bits(flash):
+    flash.program(0x100, b"\x0f\xf0")
+    flash.program(0x100, b"\xf0\xff")  # 1 over 0 keeps the 0: 0x0f & 0xf0 = 0x00
+    assert flash.read(0x100, 2) == b"\x00\xf0"
+
+
+def test_strict_mode_reports_programming_unerased_bytes(tmp_path):
+    with Flash.create(tmp_path / "s.bin", SECTOR_SIZE, strict=True) as f:
+        f.program(0x10, b"\x00")
+        f.program(0x10, b"\x00")  # no bit goes from 0 to 1: allowed
+        with pytest.raises(FlashError, match="0x10"):
+            f.program(0x10, b"\x01")
+        assert f.read(0x10, 1) == b"\x00"
+
+
+def test_erase_is_sector_aligned_and_sets_ff(flash):
+    flash.program(0x1000, b"\x00" * 0x2000)
+    flash.erase_range(0x1000, 0x1000)
+    assert flash.is_erased(0x1000, 0x1000)
+    assert flash.read(0x2000, 4) == b"\x00" * 4
+    with pytest.raises(FlashError, match="aligned"):
+        flash.erase_range(0x1800, 0x1000)
+    with pytest.raises(FlashError, match="outside"):
+        flash.program(flash.size - 1, b"ab")
+
+
+def test_counters_and_hooks_see_every_operation(flash):
+    seen = []
+    flash.hooks.append(seen.append)
+    flash.erase_range(0, 2 * SECTOR_SIZE)
+    flash.program(SECTOR_SIZE - 2, b"abcd")  # spans sectors 0 and 1
+    assert [(op.index, op.kind, op.addr, op.length) for op in seen] == [
+        (0, "erase", 0, 0x2000),
+        (1, "program", 0xFFE, 4),
+    ]
+    assert list(flash.erase_count[:3]) == [1, 1, 0]
+    assert list(flash.program_count[:3]) == [1, 1, 0]
+
+
+def test_a_hook_can_cut_the_power_before_an_operation(flash):
+    class PowerCut(Exception):
+        pass
+
+    def cut(op):
+        if op.index == 1:
+            raise PowerCut
+
+    flash.hooks.append(cut)
+    flash.program(0, b"\x00")
+    with pytest.raises(PowerCut):
+        flash.program(1, b"\x00")
+    assert flash.read(0, 2) == b"\x00\xff"
+
+
+def test_contents_persist_in_the_file(tmp_path):
+    path = tmp_path / "p.bin"
+    with Flash.create(path, SECTOR_SIZE) as f:
+        f.program(0, b"hello")
+    assert path.read_bytes()[:6] == b"hello\xff"
+
+
+def test_view_is_zero_copy_and_read_only(flash):
+    flash.program(0, b"xy")
+    v = flash.view(0, 4)
+    assert bytes(v) == b"xy\xff\xff"
+    flash.program(2, b"z")
+    assert bytes(v) == b"xyz\xff"
+    with pytest.raises(TypeError):
+        v[0] = 0
+
+
+def test_empty_and_missing_files_are_clear_errors(tmp_path):
+    (tmp_path / "empty.bin").write_bytes(b"")
+    with pytest.raises(InputError, match="empty"):
+        Flash.open(tmp_path / "empty.bin")
+    with pytest.raises(InputError, match="cannot open"):
+        Flash.open(tmp_path / "missing.bin")
+
+
+def test_sizes_and_qemu_warning():
+    assert parse_size("4MB") == 4 << 20
+    assert parse_size("512KB") == 512 << 10
+    assert parse_size("0x200000") == 2 << 20
+    assert qemu_size_warning(4 << 20) is None
+    assert "QEMU" in qemu_size_warning(3 << 20)
+    assert "QEMU" in qemu_size_warning(32 << 20)
+    with pytest.raises(InputError):
+        parse_size("four megs")
