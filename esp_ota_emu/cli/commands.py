@@ -1,3 +1,4 @@
 """Imports every command module so that each registers its commands on the ``cli`` group."""
 
 # One import per command module; keep sorted.
+from . import partitions_cmd  # noqa: F401
