@@ -2,3 +2,4 @@
 
 # One import per command module; keep sorted.
 from . import partitions_cmd  # noqa: F401
+from . import mkimage  # noqa: F401
