@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint samples fuzz reliability clean
+.PHONY: demo test bench lint samples xtensa-assembler fuzz reliability clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m esp_ota_emu.demo
 
-test: $(STAMP)
+test: $(STAMP) xtensa-assembler
 	$(PY) -m pytest -n 2 -q
 
 bench: $(STAMP)
@@ -23,6 +23,17 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m compileall -q esp_ota_emu tests
+
+# The samples' assembler (Debian's binutils-xtensa-lx106). Installed when missing and apt-get is there;
+# a failed install is not an error: only the samples' reproducibility test needs it, and it then skips.
+XTENSA_AS := xtensa-lx106-elf-as
+xtensa-assembler:
+	@command -v $(XTENSA_AS) >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq binutils-xtensa-lx106; } >/dev/null 2>&1 || \
+	  echo "note: could not install binutils-xtensa-lx106; firmware samples cannot be rebuilt"
+
+samples: $(STAMP) xtensa-assembler
+	$(PY) firmware_samples/build.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
