@@ -1,5 +1,6 @@
 """Imports every command module so that each registers its commands on the ``cli`` group."""
 
 # One import per command module; keep sorted.
-from . import partitions_cmd  # noqa: F401
+from . import info  # noqa: F401
 from . import mkimage  # noqa: F401
+from . import partitions_cmd  # noqa: F401

@@ -10,8 +10,19 @@ from .. import __version__
 from ..errors import EspError, InputError
 
 
+DEFAULT_COMMAND = "ota"
+
+
 class _Group(click.Group):
-    """Turns the emulator's own errors into one-line messages and documented exit codes."""
+    """Turns the emulator's own errors into one-line messages and documented exit codes.
+
+    ``esp-ota-emu FLASH --url URL`` (no command name) runs the ``ota`` command.
+    """
+
+    def parse_args(self, ctx, args):
+        if args and not args[0].startswith("-") and args[0] not in self.commands and DEFAULT_COMMAND in self.commands:
+            args = [DEFAULT_COMMAND, *args]
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx):
         try:

@@ -1,0 +1,71 @@
+"""Options shared by every command that opens a device (they persist in the device's sidecar file)."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import click
+
+from ..device import IDF_RELEASES, Device
+from ..flash import parse_size
+
+
+def _int(value):
+    return None if value is None else int(value, 0)
+
+
+def _chip_rev(value):
+    """``3.0`` / ``v3.1`` (major.minor) or ``301`` (major*100+minor)."""
+    if value is None:
+        return None
+    text = value.lower().lstrip("v")
+    if "." in text:
+        major, minor = text.split(".", 1)
+        return int(major) * 100 + int(minor)
+    return int(text, 0)
+
+
+def device_options(func):
+    """Adds the device settings as options and passes ``open_device(path, readonly=...)`` to the command."""
+
+    @click.option("--chip", default=None, help="Chip of the device (default: detected from the bootloader).")
+    @click.option("--chip-rev", default=None, help="Chip revision, e.g. 3.0 or 301 (major*100+minor).")
+    @click.option("--idf-release", type=click.Choice(IDF_RELEASES), default=None,
+                  help="Follow this ESP-IDF release where releases differ (default v5).")
+    @click.option("--partition-table-offset", default=None, help="Partition table offset (default 0x8000).")
+    @click.option("--rollback/--no-rollback", default=None,
+                  help="Bootloader built with CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE.")
+    @click.option("--anti-rollback/--no-anti-rollback", default=None,
+                  help="Bootloader built with CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK.")
+    @click.option("--skip-validation-on-power-on/--validate-on-power-on", default=None,
+                  help="CONFIG_BOOTLOADER_SKIP_VALIDATE_ON_POWER_ON (Arduino's stock bootloaders).")
+    @click.option("--efuse-secure-version", default=None, type=int, help="The anti-rollback eFuse value.")
+    @functools.wraps(func)
+    def wrapper(*args, chip, chip_rev, idf_release, partition_table_offset, rollback, anti_rollback,
+                skip_validation_on_power_on, efuse_secure_version, **kwargs):
+        settings = dict(
+            chip=chip,
+            chip_rev=_chip_rev(chip_rev),
+            idf_release=idf_release,
+            partition_table_offset=_int(partition_table_offset),
+            rollback=rollback,
+            anti_rollback=anti_rollback,
+            skip_validation_on_power_on=skip_validation_on_power_on,
+            efuse_secure_version=efuse_secure_version,
+        )
+
+        def open_device(path, **kw):
+            return Device.open(path, **kw, **settings)
+
+        return func(*args, open_device=open_device, **kwargs)
+
+    return wrapper
+
+
+def echo_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=None, default=str))
+
+
+def size_arg(value):
+    return None if value is None else parse_size(value)

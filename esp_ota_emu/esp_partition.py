@@ -1,0 +1,78 @@
+"""``esp_partition_read`` / ``esp_partition_write`` / ``esp_partition_erase_range`` over the flash model.
+
+Reproduces the app-side bounds rules of ESP-IDF's partition_target.c (error names included) and the
+transparent flash encryption of partitions that are encrypted: with flash encryption on, writes to
+such partitions go through the encryption engine and reads are decrypted, as through the cache.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .errors import EspError
+from .flash import SECTOR_SIZE, Flash
+from .partitions import Partition
+
+
+class FlashCrypt(Protocol):
+    """What the flash-encryption engine offers: en/decrypt bytes stored at a flash address."""
+
+    def encrypt(self, addr: int, data: bytes) -> bytes: ...
+
+    def decrypt(self, addr: int, data: bytes) -> bytes: ...
+
+
+def forced_encrypted(p: Partition) -> bool:
+    """With flash encryption on, ESP-IDF treats app, otadata and nvs_keys partitions as encrypted."""
+    return p.is_app or (p.type == 0x01 and p.subtype in (0x00, 0x04)) or p.encrypted
+
+
+class PartitionIO:
+    """Partition-relative flash access with ESP-IDF's checks; ``crypt`` is set when flash encryption is on."""
+
+    def __init__(self, flash: Flash, crypt: FlashCrypt | None = None):
+        self.flash = flash
+        self.crypt = crypt
+
+    def encrypted(self, p: Partition) -> bool:
+        return self.crypt is not None and forced_encrypted(p)
+
+    @staticmethod
+    def _check(p: Partition, offset: int, length: int) -> None:
+        if offset > p.size:
+            raise EspError("ESP_ERR_INVALID_ARG", f"offset 0x{offset:x} is past the end of partition '{p.label}'")
+        if length > p.size - offset:
+            raise EspError(
+                "ESP_ERR_INVALID_SIZE",
+                f"0x{length:x} bytes at 0x{offset:x} do not fit partition '{p.label}' (size 0x{p.size:x})",
+            )
+
+    def read(self, p: Partition, offset: int, length: int) -> bytes:
+        self._check(p, offset, length)
+        data = self.flash.read(p.offset + offset, length)
+        if self.encrypted(p):
+            start = (p.offset + offset) & ~0xF
+            pad = (p.offset + offset) - start
+            whole = self.flash.read(start, (pad + length + 15) & ~0xF)
+            data = self.crypt.decrypt(start, whole)[pad : pad + length]
+        return data
+
+    def write(self, p: Partition, offset: int, data: bytes) -> None:
+        self._check(p, offset, len(data))
+        if p.readonly:
+            raise EspError("ESP_ERR_NOT_ALLOWED", f"partition '{p.label}' is read-only")
+        if self.encrypted(p):
+            if offset % 16 or len(data) % 16:
+                raise EspError("ESP_ERR_INVALID_SIZE", "encrypted writes must be 16-byte aligned")
+            data = self.crypt.encrypt(p.offset + offset, bytes(data))
+        self.flash.program(p.offset + offset, data)
+
+    def erase_range(self, p: Partition, offset: int, length: int) -> None:
+        if offset % SECTOR_SIZE:
+            raise EspError("ESP_ERR_INVALID_ARG", f"erase offset 0x{offset:x} is not sector aligned")
+        if length % SECTOR_SIZE:
+            raise EspError("ESP_ERR_INVALID_SIZE", f"erase size 0x{length:x} is not a multiple of 4 KiB")
+        self._check(p, offset, length)
+        if p.readonly:
+            raise EspError("ESP_ERR_NOT_ALLOWED", f"partition '{p.label}' is read-only")
+        self.flash.erase_range(p.offset + offset, length)

@@ -1,0 +1,428 @@
+"""``esp_ota_ops.c``: the app-side OTA API of one device, byte for byte.
+
+Each method reproduces the ESP-IDF function of the same name (without the ``esp_ota_`` prefix), with
+its error codes, its flash operations in the same order, and the differences between ESP-IDF
+releases that change the bytes on flash (``settings.idf_release``: ``v4``, ``v5`` or ``newest``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .errors import EspError
+from .flash import SECTOR_SIZE
+from .formats.otadata import OtaState
+from .otadata import OtaData, get_active_otadata, select_otadata
+from .partitions import Partition
+
+if TYPE_CHECKING:
+    from .device import Device
+
+OTA_SIZE_UNKNOWN = 0xFFFFFFFF
+OTA_WITH_SEQUENTIAL_WRITES = 0xFFFFFFFE
+
+
+@dataclass
+class OtaHandle:
+    """``ota_ops_entry_t``: one OTA in progress."""
+
+    handle: int
+    partition: Partition
+    need_erase: bool
+    wrote_size: int = 0
+    partial: bytearray = field(default_factory=bytearray)  # flash-encryption cache (< 16 bytes)
+    partial_fill: bytes = b"\x00"  # the cache is calloc'ed, then refilled with 0xFF after each flush
+    resumption: bool = False
+
+
+class OtaOps:
+    """esp_ota_begin/write/end, esp_ota_set_boot_partition and the rollback API for one device."""
+
+    def __init__(self, device: Device):
+        self.dev = device
+        self._handles: dict[int, OtaHandle] = {}
+        self._last_handle = 0
+
+    # -- helpers --------------------------------------------------------------------------------
+    @property
+    def _table(self):
+        return self.dev.partitions
+
+    def _otadata(self) -> OtaData:
+        p = self._table.otadata()
+        if p is None:
+            raise EspError("ESP_ERR_NOT_FOUND", "the partition table has no otadata partition")
+        return OtaData(self.dev.io, p)
+
+    def get_app_partition_count(self) -> int:
+        """esp_ota_get_app_partition_count(): consecutive OTA subtypes from ota_0."""
+        count = 0
+        while count < 16 and self._table.find_first(0x00, 0x10 + count) is not None:
+            count += 1
+        return count
+
+    def _ota_slot_partition(self, slot: int) -> Partition | None:
+        return self._table.find_first(0x00, 0x10 + slot)
+
+    def _new_state(self) -> int:
+        """set_new_state_otadata(): NEW when the bootloader monitors first boots, else UNDEFINED."""
+        return OtaState.NEW if self.dev.settings.rollback else OtaState.UNDEFINED
+
+    def _image_ok(self, p: Partition) -> bool:
+        return self.dev.verify_partition(p).ok
+
+    def _handle(self, handle: int) -> OtaHandle:
+        it = self._handles.get(handle)
+        if it is None:
+            raise EspError("ESP_ERR_INVALID_ARG", f"no OTA in progress with handle {handle}")
+        return it
+
+    # -- partitions -----------------------------------------------------------------------------
+    def get_running_partition(self) -> Partition:
+        return self.dev.running
+
+    def get_next_update_partition(self, start_from: Partition | None = None) -> Partition | None:
+        """esp_ota_get_next_update_partition(): the OTA slot after ``start_from``, else the first one."""
+        start = start_from or self.get_running_partition()
+        default, next_is_result = None, False
+        for sub in range(0x10, 0x20):
+            p = self._table.find_first(0x00, sub)
+            if p is None:
+                continue
+            if default is None:
+                default = p
+            if p == start:
+                next_is_result = True
+            elif next_is_result:
+                return p
+        return default
+
+    def get_boot_partition(self) -> Partition | None:
+        """esp_ota_get_boot_partition(): what the otadata selects (not checking the image)."""
+        if self._table.otadata() is None:
+            return None
+        entries = self._otadata().read()
+        count = self.get_app_partition_count()
+        if (entries[0].invalid and entries[1].invalid) or count == 0:
+            return self._default_boot_partition()
+        active = get_active_otadata(entries)
+        if active == -1:
+            return self._default_boot_partition()
+        return self._ota_slot_partition(entries[active].slot(count))
+
+    def _default_boot_partition(self) -> Partition | None:
+        """find_default_boot_partition(): factory, else the lowest OTA subtype, else test."""
+        if self._table.factory() is not None:
+            return self._table.factory()
+        for sub in range(0x10, 0x20):
+            p = self._table.find_first(0x00, sub)
+            if p is not None:
+                return p
+        return self._table.test()
+
+    # -- begin / write / end --------------------------------------------------------------------
+    def begin(self, partition: Partition | None, image_size: int) -> int:
+        """esp_ota_begin(): checks, then erase (whole slot, ``ALIGN_UP(size)``, or nothing if sequential)."""
+        if partition is None:
+            raise EspError("ESP_ERR_INVALID_ARG", "no partition to update")
+        if not partition.is_ota_app:
+            raise EspError("ESP_ERR_INVALID_ARG", f"partition '{partition.label}' is not an OTA app slot")
+        running = self.get_running_partition()
+        if partition == running:
+            raise EspError(
+                "ESP_ERR_OTA_PARTITION_CONFLICT", f"partition '{partition.label}' is the running app"
+            )
+        if self.dev.settings.rollback and running is not None and running.is_ota_app:
+            state = self._state_or_none(running)
+            if state == OtaState.PENDING_VERIFY:
+                raise EspError(
+                    "ESP_ERR_OTA_ROLLBACK_INVALID_STATE",
+                    f"the running app '{running.label}' is still PENDING_VERIFY: it must mark itself valid "
+                    "(esp_ota_mark_app_valid_cancel_rollback) before another OTA",
+                )
+        self._last_handle += 1
+        h = OtaHandle(self._last_handle, partition, need_erase=image_size == OTA_WITH_SEQUENTIAL_WRITES)
+        if image_size != OTA_WITH_SEQUENTIAL_WRITES:
+            if image_size in (0, OTA_SIZE_UNKNOWN):
+                erase = partition.size
+            elif self.dev.settings.idf_release == "v4":
+                erase = (image_size // SECTOR_SIZE + 1) * SECTOR_SIZE
+            else:
+                erase = (image_size + SECTOR_SIZE - 1) & ~(SECTOR_SIZE - 1)
+            if erase > partition.size:
+                raise EspError(
+                    "ESP_ERR_INVALID_SIZE",
+                    f"the image (0x{image_size:x} bytes) is larger than partition '{partition.label}' "
+                    f"(0x{partition.size:x} bytes)",
+                )
+            self.dev.io.erase_range(partition, 0, erase)
+        self._handles[h.handle] = h
+        if self.dev.settings.idf_release == "newest" and self.dev.settings.rollback:
+            self._erase_last_boot(skip_app_erase=True, quiet=True)
+        return h.handle
+
+    def resume(self, partition: Partition, erase_size: int, image_offset: int) -> int:
+        """esp_ota_resume() (newest ESP-IDF): continue an OTA at ``image_offset`` without erasing."""
+        if image_offset > partition.size:
+            raise EspError("ESP_ERR_INVALID_ARG", "resume offset is past the end of the partition")
+        if not partition.is_ota_app:
+            raise EspError("ESP_ERR_INVALID_ARG", f"partition '{partition.label}' is not an OTA app slot")
+        if partition == self.get_running_partition():
+            raise EspError("ESP_ERR_OTA_PARTITION_CONFLICT", f"partition '{partition.label}' is the running app")
+        self._last_handle += 1
+        h = OtaHandle(
+            self._last_handle,
+            partition,
+            need_erase=erase_size == OTA_WITH_SEQUENTIAL_WRITES,
+            wrote_size=image_offset,
+            resumption=True,
+        )
+        self._handles[h.handle] = h
+        return h.handle
+
+    def write(self, handle: int, data: bytes | memoryview) -> None:
+        """esp_ota_write(): sequential erase of the sectors touched, magic check, 16-byte FE caching."""
+        it = self._handle(handle)
+        size = len(data)
+        if size == 0 and self.dev.settings.idf_release != "v4":
+            return
+        part = it.partition
+        if it.need_erase:
+            w = it.wrote_size
+            first = w // SECTOR_SIZE
+            # ESP-IDF v4 computed the last sector from (w + size), erasing one sector ahead when the
+            # write ends on a sector boundary; v5 fixed it to (w + size - 1).
+            last = (w + size - (0 if self.dev.settings.idf_release == "v4" else 1)) // SECTOR_SIZE
+            if w % SECTOR_SIZE == 0:
+                self.dev.io.erase_range(part, w, (last - first + 1) * SECTOR_SIZE)
+            elif first != last:
+                self.dev.io.erase_range(part, (first + 1) * SECTOR_SIZE, (last - first) * SECTOR_SIZE)
+        if it.wrote_size == 0 and not it.partial and size > 0 and data[0] != 0xE9:
+            raise EspError(
+                "ESP_ERR_OTA_VALIDATE_FAILED",
+                f"OTA image has invalid magic byte (expected 0xE9, saw 0x{data[0]:02x})",
+            )
+        data = bytes(data)
+        if self.dev.flash_encryption_enabled:
+            if it.partial:
+                take = min(16 - len(it.partial), len(data))
+                it.partial += data[:take]
+                data = data[take:]
+                if len(it.partial) < 16:
+                    return
+                self.dev.io.write(part, it.wrote_size, bytes(it.partial))
+                it.wrote_size += 16
+                it.partial = bytearray()
+                it.partial_fill = b"\xff"
+            tail = len(data) % 16
+            if tail:
+                it.partial = bytearray(data[-tail:])
+                data = data[:-tail]
+        if data:
+            self.dev.io.write(part, it.wrote_size, data)
+        it.wrote_size += len(data)
+
+    def end(self, handle: int) -> None:
+        """esp_ota_end(): flush the FE cache, then verify the whole image in the slot."""
+        it = self._handles.get(handle)
+        if it is None:
+            raise EspError("ESP_ERR_NOT_FOUND", f"no OTA in progress with handle {handle}")
+        try:
+            if it.wrote_size == 0 and not it.partial:
+                raise EspError("ESP_ERR_INVALID_ARG", "nothing was written")
+            if it.partial:
+                self.dev.io.write(it.partition, it.wrote_size, bytes(it.partial).ljust(16, it.partial_fill))
+                it.wrote_size += 16
+            result = self.dev.verify_partition(it.partition)
+            if not result.ok:
+                raise EspError("ESP_ERR_OTA_VALIDATE_FAILED", f"new image failed verification: {result.reason}")
+        finally:
+            self._handles.pop(handle, None)
+
+    def abort(self, handle: int) -> None:
+        """esp_ota_abort(): forget the handle; nothing on flash changes."""
+        if self._handles.pop(handle, None) is None:
+            raise EspError("ESP_ERR_NOT_FOUND", f"no OTA in progress with handle {handle}")
+
+    def wrote_size(self, handle: int) -> int:
+        return self._handle(handle).wrote_size
+
+    # -- boot partition -------------------------------------------------------------------------
+    def set_boot_partition(self, partition: Partition | None) -> None:
+        """esp_ota_set_boot_partition(): verify the image, then rewrite otadata (factory: erase it)."""
+        if partition is None:
+            raise EspError("ESP_ERR_INVALID_ARG", "no partition given")
+        result = self.dev.verify_partition(partition)
+        if not result.ok:
+            raise EspError("ESP_ERR_OTA_VALIDATE_FAILED", f"'{partition.label}': {result.reason}")
+        if not partition.is_app:
+            raise EspError("ESP_ERR_INVALID_ARG", f"'{partition.label}' is not an app partition")
+        if partition.is_factory:
+            self._otadata().erase()
+            return
+        if self.dev.settings.anti_rollback:
+            secure_version = self.dev.app_secure_version(partition)
+            if secure_version is None:
+                raise EspError("ESP_ERR_NOT_FOUND", f"'{partition.label}' has no app description")
+            if not self.dev.efuse_secure_version_ok(secure_version):
+                self.dev.io.erase_range(partition, 0, partition.size)
+                raise EspError(
+                    "ESP_ERR_OTA_SMALL_SEC_VER",
+                    f"'{partition.label}' has secure_version {secure_version}, lower than the eFuse's "
+                    f"{self.dev.efuse_secure_version}: the partition was erased",
+                )
+        self._rewrite_ota_data(partition)
+
+    def _rewrite_ota_data(self, partition: Partition) -> None:
+        """esp_rewrite_ota_data(): the seq arithmetic and which sector is written, per ESP-IDF release."""
+        otadata = self._otadata()
+        entries = otadata.read()
+        count = self.get_app_partition_count()
+        slot = partition.subtype & 0x0F
+        if slot >= count:
+            raise EspError(
+                "ESP_ERR_INVALID_ARG", f"'{partition.label}' is outside the {count} consecutive OTA slots"
+            )
+        active = get_active_otadata(entries)
+        if active == -1:
+            sector, new_seq = 0, slot + 1
+        elif self.dev.settings.idf_release == "newest" and entries[active].slot(count) == slot:
+            sector, new_seq = active, entries[active].seq
+        else:
+            sector = (~active) & 1
+            current, base, i = entries[active].seq, (slot + 1) % count, 0
+            while current > base + i * count:
+                i += 1
+            new_seq = base + i * count
+        otadata.write(entries[sector].with_seq(new_seq, self._new_state()))
+
+    # -- rollback API ---------------------------------------------------------------------------
+    def _state_or_none(self, partition: Partition) -> int | None:
+        try:
+            return self.get_state_partition(partition)
+        except EspError:
+            return None
+
+    def get_state_partition(self, partition: Partition) -> int:
+        """esp_ota_get_state_partition(): the state of the first entry whose slot is this partition."""
+        if not partition.is_ota_app:
+            raise EspError("ESP_ERR_NOT_SUPPORTED", f"'{partition.label}' is not an OTA app partition")
+        count = self.get_app_partition_count()
+        if self._table.otadata() is None or count == 0:
+            raise EspError("ESP_ERR_NOT_FOUND", "no otadata or no OTA slots")
+        for e in self._otadata().read():
+            if e.slot(count) == partition.subtype - 0x10 and e.crc_ok:
+                return e.state
+        raise EspError("ESP_ERR_NOT_FOUND", f"no otadata entry selects '{partition.label}'")
+
+    def check_rollback_is_possible(self) -> bool:
+        """esp_ota_check_rollback_is_possible(): is there another verifiable app to roll back to?"""
+        if self._table.otadata() is None:
+            return False
+        count = self.get_app_partition_count()
+        if count == 0:
+            return False
+        entries = self._otadata().read()
+        valid = [e.valid for e in entries]
+        active = select_otadata(entries, valid, True)
+        if active == -1:
+            return False
+        last = (~active) & 1
+        if not valid[last] and not self.dev.settings.anti_rollback:
+            factory = self._table.factory()
+            if factory is not None and self._image_ok(factory):
+                return True
+        if valid[last]:
+            p = self._ota_slot_partition(entries[last].slot(count))
+            if p is not None and self._image_ok(p):
+                if not self.dev.settings.anti_rollback:
+                    return True
+                sv = self.dev.app_secure_version(p)
+                return sv is not None and self.dev.efuse_secure_version_ok(sv)
+        return False
+
+    def _current_ota_is_workable(self, valid: bool) -> None:
+        """esp_ota_current_ota_is_workable(): mark the active entry VALID or INVALID."""
+        if self._table.otadata() is None:
+            raise EspError("ESP_ERR_NOT_FOUND", "the partition table has no otadata partition")
+        otadata = self._otadata()
+        entries = otadata.read()
+        active = get_active_otadata(entries)
+        if active == -1 or self.get_app_partition_count() == 0:
+            raise EspError("ESP_FAIL", "Running firmware is factory: there is no OTA entry to mark")
+        e = entries[active]
+        if valid:
+            if e.state != OtaState.VALID:
+                otadata.write(e.with_seq(e.seq, OtaState.VALID))
+                if self.dev.settings.anti_rollback:
+                    sv = self.dev.app_secure_version(self.get_running_partition())
+                    if sv is not None:
+                        self.dev.burn_secure_version(sv)
+            return
+        if not self.check_rollback_is_possible():
+            raise EspError(
+                "ESP_ERR_OTA_ROLLBACK_FAILED", "Rollback is not possible: no other app in the slots verifies"
+            )
+        otadata.write(e.with_seq(e.seq, OtaState.INVALID))
+
+    def mark_app_valid_cancel_rollback(self) -> None:
+        self._current_ota_is_workable(True)
+
+    def mark_app_invalid_rollback(self) -> None:
+        """esp_ota_mark_app_invalid_rollback(); the ``_and_reboot`` variant is the device's job."""
+        self._current_ota_is_workable(False)
+
+    def get_last_invalid_partition(self) -> Partition | None:
+        """esp_ota_get_last_invalid_partition(): the INVALID/ABORTED entry with the smallest seq."""
+        if self._table.otadata() is None:
+            return None
+        entries = self._otadata().read()
+        marked = [e.seq != 0xFFFFFFFF and e.crc_ok and e.state in (OtaState.INVALID, OtaState.ABORTED) for e in entries]
+        idx = select_otadata(entries, marked, False)
+        count = self.get_app_partition_count()
+        if idx == -1 or count == 0:
+            return None
+        p = self._ota_slot_partition(entries[idx].slot(count))
+        if p is not None and not self._image_ok(p):
+            return None
+        return p
+
+    def _erase_last_boot(self, *, skip_app_erase: bool, quiet: bool = False) -> None:
+        """erase_last_boot_app_partition(): erase the previous app and/or the inactive otadata sector."""
+        try:
+            otadata = self._otadata()
+        except EspError:
+            if quiet:
+                return
+            raise EspError("ESP_FAIL", "the partition table has no otadata partition") from None
+        entries = otadata.read()
+        active = get_active_otadata(entries)
+        count = self.get_app_partition_count()
+        why = None
+        if active == -1 or count == 0:
+            why = "no active otadata entry"
+        else:
+            inactive = entries[(~active) & 1]
+            if inactive.seq == 0xFFFFFFFF or not inactive.crc_ok:
+                why = "the inactive otadata entry is blank or its CRC is wrong"
+            else:
+                p = self._ota_slot_partition(inactive.slot(count))
+                if p is None:
+                    why = "the inactive entry selects no partition"
+                elif p == self.get_running_partition():
+                    why = "the inactive entry selects the running app"
+        if why is not None:
+            if quiet:
+                return
+            raise EspError("ESP_FAIL", why)
+        if not skip_app_erase:
+            self.dev.io.erase_range(p, 0, p.size)
+        otadata.erase_sector(inactive.sector)
+
+    def erase_last_boot_app_partition(self) -> None:
+        self._erase_last_boot(skip_app_erase=False)
+
+    def invalidate_inactive_ota_data_slot(self) -> None:
+        self._erase_last_boot(skip_app_erase=True)
+
