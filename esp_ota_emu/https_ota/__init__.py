@@ -1,0 +1,19 @@
+"""ESP-IDF's esp_https_ota over an esp_http_client look-alike: the whole HTTPS OTA path of a device."""
+
+from __future__ import annotations
+
+from .config import Decrypter, HttpConfig, OtaConfig
+from .engine import EspHttpsOta, OtaResult, esp_https_ota, resumable_https_ota
+from .events import EVENT_IDS, event_id
+
+__all__ = [
+    "EVENT_IDS",
+    "Decrypter",
+    "EspHttpsOta",
+    "HttpConfig",
+    "OtaConfig",
+    "OtaResult",
+    "esp_https_ota",
+    "event_id",
+    "resumable_https_ota",
+]

@@ -1,0 +1,369 @@
+"""An esp_http_client look-alike over httpx: the requests, reads and errors esp_https_ota sees.
+
+It reproduces the parts of ``esp_http_client.c`` that decide what goes over the wire and what the
+OTA engine gets back: the request headers (User-Agent, Host, Range, Authorization, user headers, no
+others), ``esp_http_client_read`` filling the caller's buffer completely unless the body ends,
+``is_complete_data_received`` (Content-Length or the end of a chunked body; a response without a
+length counts as chunked), redirects via ``set_redirection`` (Location replaces host/path, headers
+stay), Basic and Digest answers to a 401 via ``add_auth`` and ``perform`` (used for the HEAD
+request) with its redirect limit. TLS follows esp-tls: the chain must lead to the given root (or the
+default bundle), the name checked is ``common_name`` or the URL's host unless the check is skipped,
+and TLS 1.2 is the highest version (mbedTLS's default in ESP-IDF).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import ssl
+from base64 import b64encode
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import certifi
+import httpx
+
+from ..errors import EspError
+from .config import (
+    DEFAULT_HTTP_BUF_SIZE,
+    DEFAULT_MAX_AUTH_RETRIES,
+    DEFAULT_MAX_REDIRECT,
+    DEFAULT_TIMEOUT_MS,
+    DEFAULT_USER_AGENT,
+    HttpConfig,
+)
+
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+
+
+def _describe(exc: BaseException) -> str:
+    """The most specific plain-words reason inside an httpx/ssl exception chain."""
+    while exc is not None:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return f"the server certificate was rejected: {exc.verify_message}"
+        if isinstance(exc, ssl.SSLError):
+            return f"the TLS handshake failed: {exc.reason or exc}"
+        if exc.__cause__ is None and exc.__context__ is None:
+            break
+        exc = exc.__cause__ or exc.__context__
+    return str(exc) or type(exc).__name__
+
+
+def _split_userinfo(url: str) -> tuple[str, str | None, str | None]:
+    """URL without ``user:pass@`` and the credentials it carried (as esp_http_client_set_url)."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None, None
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc)), parts.username, parts.password
+
+
+class _DigestState:
+    """``esp_http_auth_data_t``: what a Digest challenge told us, frozen at the time of the 401."""
+
+    def __init__(self, challenge: str, method: str):
+        def field(name: str) -> str | None:
+            match = re.search(name + r'="([^"]*)"', challenge)
+            return match.group(1) if match else None
+
+        algorithm = re.search(r'algorithm="?([^",\s]+)', challenge)
+        self.method = method
+        self.realm = field("realm") or ""
+        self.nonce = field("nonce") or ""
+        self.opaque = field("opaque")
+        self.qop = field("qop")
+        self.algorithm = algorithm.group(1) if algorithm else "MD5"
+
+    def answer(self, username: str, password: str, uri: str) -> str:
+        digest = hashlib.sha256 if self.algorithm.upper() in ("SHA-256", "SHA256") else hashlib.md5
+
+        def h(text: str) -> str:
+            return digest(text.encode()).hexdigest()
+
+        ha1 = h(f"{username}:{self.realm}:{password}")
+        ha2 = h(f"{self.method}:{uri}")
+        cnonce = secrets.token_hex(8)
+        if self.qop:
+            response = h(f"{ha1}:{self.nonce}:00000001:{cnonce}:auth:{ha2}")
+            tail = f', qop=auth, nc=00000001, cnonce="{cnonce}"'
+        else:
+            response = h(f"{ha1}:{self.nonce}:{ha2}")
+            tail = ""
+        header = (
+            f'Digest username="{username}", realm="{self.realm}", nonce="{self.nonce}", uri="{uri}", '
+            f'algorithm="{self.algorithm}", response="{response}"{tail}'
+        )
+        if self.opaque is not None:
+            header += f', opaque="{self.opaque}"'
+        return header
+
+
+class HttpClient:
+    """One esp_http_client handle: a URL, request headers, and at most one open response."""
+
+    def __init__(self, config: HttpConfig):
+        url, user, password = _split_userinfo(config.url)
+        self.url = url
+        self.username = config.username if config.username is not None else user
+        self.password = config.password if config.password is not None else password
+        self.method = "GET"
+        self.timeout_ms = config.timeout_ms or DEFAULT_TIMEOUT_MS
+        self.buffer_size = config.buffer_size or DEFAULT_HTTP_BUF_SIZE
+        self.max_redirection_count = config.max_redirection_count or DEFAULT_MAX_REDIRECT
+        retries = config.max_authorization_retries
+        self.max_authorization_retries = DEFAULT_MAX_AUTH_RETRIES if retries == 0 else max(retries, 0)
+        self.redirect_counter = 0
+        self.auth_type: str | None = None  # HTTP_AUTH_TYPE_NONE until a 401 names Basic or Digest
+        self._digest: _DigestState | None = None
+        self._headers: dict[str, tuple[str, str]] = {}
+        self.set_header("User-Agent", config.user_agent or DEFAULT_USER_AGENT)
+        for key, value in config.headers:
+            self.set_header(key, value)
+        seconds = self.timeout_ms / 1000
+        self._http = httpx.Client(
+            verify=self._ssl_context(config),
+            timeout=httpx.Timeout(seconds),
+            follow_redirects=False,
+            trust_env=False,
+        )
+        self._http.headers.clear()  # esp_http_client sends no Accept / Accept-Encoding / Connection
+        self._sni = config.common_name
+        self._skip_cn = config.skip_cert_common_name_check
+        self._response: httpx.Response | None = None
+        self._stream = None
+        self._pending = b""
+        self._pending_pos = 0
+        self.status_code = -1
+        self.content_length = -1
+        self.is_chunked = False
+        self.data_process = 0
+        self._body_done = False
+        self._body_error: str | None = None
+
+    @staticmethod
+    def _ssl_context(config: HttpConfig) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        if config.cert_pem:
+            try:
+                context.load_verify_locations(cadata=config.cert_pem)
+            except ssl.SSLError as err:
+                raise EspError("ESP_ERR_INVALID_ARG", f"cert_pem is not a usable PEM certificate: {err.reason}") from None
+        elif config.crt_bundle:
+            context.load_verify_locations(cafile=certifi.where())
+        else:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if config.skip_cert_common_name_check:
+            context.check_hostname = False
+        if config.client_cert is not None:
+            try:
+                context.load_cert_chain(config.client_cert, config.client_key)
+            except (OSError, ssl.SSLError) as err:
+                raise EspError("ESP_ERR_INVALID_ARG", f"client certificate/key not usable: {err}") from None
+        return context
+
+    # -- request state -----------------------------------------------------------------------------
+    def set_header(self, key: str, value: str) -> None:
+        self._headers[key.lower()] = (key, value)
+
+    def delete_header(self, key: str) -> None:
+        self._headers.pop(key.lower(), None)
+
+    def get_header(self, key: str) -> str | None:
+        entry = self._headers.get(key.lower())
+        return entry[1] if entry else None
+
+    def set_method(self, method: str) -> None:
+        self.method = method
+
+    def _request_path(self) -> str:
+        parts = urlsplit(self.url)
+        return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+    def _prepare(self) -> None:
+        """``esp_http_client_prepare``: (re)compute the Authorization header once credentials are known."""
+        if self.username is None:
+            return
+        password = self.password or ""
+        if self.auth_type == "Basic":
+            token = b64encode(f"{self.username}:{password}".encode()).decode()
+            self.set_header("Authorization", f"Basic {token}")
+        elif self.auth_type == "Digest" and self._digest is not None:
+            self.set_header("Authorization", self._digest.answer(self.username, password, self._request_path()))
+
+    # -- one exchange --------------------------------------------------------------------------------
+    def open(self) -> None:
+        """``esp_http_client_open`` + ``fetch_headers``: send the request, read the status and headers."""
+        self.close()
+        self._prepare()
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https"):
+            raise EspError("ESP_ERR_HTTP_INVALID_TRANSPORT", f"no transport for the URL scheme {parts.scheme!r}")
+        request = self._http.build_request(self.method, self.url, headers=list(self._headers.values()))
+        extensions = {}
+        if parts.scheme == "https" and self._sni and not self._skip_cn:
+            extensions["sni_hostname"] = self._sni
+        if extensions:
+            request.extensions.update(extensions)
+        host = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+        try:
+            self._response = self._http.send(request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as err:
+            raise EspError("ESP_ERR_HTTP_CONNECT", f"could not connect to {host}: {_describe(err)}") from None
+        except httpx.ReadTimeout:
+            raise EspError(
+                "ESP_ERR_HTTP_EAGAIN", f"{host} sent no response headers within {self.timeout_ms} ms"
+            ) from None
+        except httpx.WriteError as err:
+            raise EspError("ESP_ERR_HTTP_WRITE_DATA", f"could not send the request to {host}: {_describe(err)}") from None
+        except httpx.TransportError as err:
+            raise EspError(
+                "ESP_FAIL", f"{host} closed the connection before sending response headers: {_describe(err)}"
+            ) from None
+        response = self._response
+        self.status_code = response.status_code
+        length = response.headers.get("Content-Length")
+        self.content_length = int(length) if length and length.isdigit() else -1
+        self.is_chunked = self.content_length <= 0
+        self.data_process = 0
+        self._body_done = self.method == "HEAD"
+        self._body_error = None
+        self._pending, self._pending_pos = b"", 0
+        self._stream = None if self._body_done else response.iter_raw()
+
+    @property
+    def location(self) -> str | None:
+        return self._response.headers.get("Location") if self._response is not None else None
+
+    @property
+    def www_authenticate(self) -> str | None:
+        return self._response.headers.get("WWW-Authenticate") if self._response is not None else None
+
+    def content_range_total(self) -> int:
+        """The total size from ``Content-Range: bytes a-b/TOTAL`` (-1 if absent)."""
+        value = self._response.headers.get("Content-Range", "") if self._response is not None else ""
+        match = re.search(r"/(\d+)\s*$", value)
+        return int(match.group(1)) if match else -1
+
+    def _next_chunk(self) -> bool:
+        """Pull the next piece of body from the transport; False once the body has ended or failed."""
+        if self._stream is None or self._body_done:
+            return False
+        try:
+            chunk = next(self._stream)
+        except StopIteration:
+            self._body_done = True
+            return False
+        except httpx.ReadTimeout:
+            raise EspError(
+                "ESP_ERR_HTTP_EAGAIN",
+                f"no data from the server for {self.timeout_ms} ms after {self.data_process} bytes "
+                "(a device keeps retrying a stalled read; the emulator stops here)",
+            ) from None
+        except httpx.TransportError as err:
+            self._body_done = True
+            self._body_error = _describe(err)
+            return False
+        self._pending, self._pending_pos = chunk, 0
+        return True
+
+    def read(self, length: int) -> bytes:
+        """``esp_http_client_read``: up to ``length`` bytes, fewer only when the body ends or breaks.
+
+        Returns ``b""`` at the end of the body (complete or not: ask :meth:`is_complete_data_received`).
+        """
+        pieces: list[bytes] = []
+        need = length
+        while need:
+            available = len(self._pending) - self._pending_pos
+            if available == 0:
+                if not self._next_chunk():
+                    break
+                continue
+            take = min(need, available)
+            start = self._pending_pos
+            pieces.append(self._pending[start : start + take])
+            self._pending_pos += take
+            need -= take
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        self.data_process += len(data)
+        return data
+
+    def discard_body(self) -> None:
+        """Read and drop the rest of the body (esp_https_ota drains redirect and 401 bodies)."""
+        while self.read(256):
+            pass
+
+    def is_complete_data_received(self) -> bool:
+        if self.is_chunked:
+            return self._body_done and self._body_error is None
+        return self.data_process == self.content_length
+
+    @property
+    def body_error(self) -> str | None:
+        """Why the body ended early, in plain words (None if it did not break)."""
+        return self._body_error
+
+    # -- redirects and authentication -------------------------------------------------------------
+    def set_redirection(self) -> None:
+        """``esp_http_client_set_redirection``: follow the Location header."""
+        location = self.location
+        if not location or not (location.startswith("/") or re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*://", location)):
+            raise EspError("ESP_ERR_INVALID_ARG", f"URL redirection failed: unusable Location {location!r}")
+        target, user, password = _split_userinfo(urljoin(self.url, location))
+        if user is not None:
+            self.username, self.password = user, password
+        self.url = target
+        self.redirect_counter += 1
+
+    def add_auth(self) -> bool:
+        """``esp_http_client_add_auth``: prepare an answer to a 401. False if the challenge is unusable."""
+        challenge = (self.www_authenticate or "").strip()
+        if self.redirect_counter >= self.max_authorization_retries or not challenge:
+            return False
+        self.redirect_counter += 1
+        if challenge.startswith("Digest"):
+            self.auth_type = "Digest"
+            self._digest = _DigestState(challenge, self.method)
+        elif challenge.startswith("Basic"):
+            self.auth_type = "Basic"
+        else:
+            self.auth_type = None
+            return False
+        return True
+
+    def perform(self) -> None:
+        """``esp_http_client_perform`` (blocking): one request, following redirects and answering 401s."""
+        while True:
+            self.open()
+            again = False
+            if 200 <= self.status_code < 300:
+                self.redirect_counter = 0
+            elif self.redirect_counter >= self.max_redirection_count:
+                raise EspError(
+                    "ESP_ERR_HTTP_MAX_REDIRECT",
+                    f"gave up after {self.redirect_counter} redirects/authorization retries",
+                )
+            elif self.status_code in REDIRECT_STATUSES:
+                self.set_redirection()
+                again = True
+            elif self.status_code == 401:
+                again = self.add_auth()
+            self.discard_body()
+            if not again:
+                return
+
+    def close(self) -> None:
+        """``esp_http_client_close``: drop the current response and its connection."""
+        if self._response is not None:
+            self._response.close()
+            self._response = None
+            self._stream = None
+
+    def cleanup(self) -> None:
+        self.close()
+        self._http.close()

@@ -1,0 +1,69 @@
+"""The configuration structs of esp_http_client and esp_https_ota, reduced to what the emulator uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+DEFAULT_USER_AGENT = "ESP32 HTTP Client/1.0"
+DEFAULT_TIMEOUT_MS = 5000
+DEFAULT_HTTP_BUF_SIZE = 512  # esp_http_client rx/tx buffer
+DEFAULT_MAX_REDIRECT = 10
+DEFAULT_MAX_AUTH_RETRIES = 10
+IMAGE_HEADER_SIZE = 1024  # esp_https_ota reads this much before the first flash write
+DEFAULT_REQUEST_SIZE = 64 * 1024  # max_http_request_size 0 -> 64 KiB
+
+OnEvent = Callable[[str, "int | None"], None]
+
+
+class Decrypter(Protocol):
+    """The ``decrypt_cb`` stage of esp_https_ota (``CONFIG_ESP_HTTPS_OTA_DECRYPT_CB``).
+
+    Called with each block read from the server; returns the plaintext to write to flash, or ``b""``
+    while it is still buffering (ESP-IDF's ``data_out_len == 0``). Raises EspError to fail the OTA.
+    A pre-encrypted-image decrypter also needs ``enc_img_header_size`` set in :class:`OtaConfig`.
+    """
+
+    def __call__(self, data_in: bytes) -> bytes: ...
+
+
+@dataclass
+class HttpConfig:
+    """``esp_http_client_config_t``: where to fetch from and how to trust the server."""
+
+    url: str
+    cert_pem: str | None = None  # PEM text of the root CA the server chain must lead to
+    crt_bundle: bool = False  # verify against the default CA bundle (esp_crt_bundle_attach)
+    skip_cert_common_name_check: bool = False
+    common_name: str | None = None  # check the certificate against this name instead of the URL's host
+    client_cert: Path | None = None  # mutual TLS: client certificate (PEM file)
+    client_key: Path | None = None
+    username: str | None = None
+    password: str | None = None
+    timeout_ms: int = 0  # 0 -> 5000
+    headers: tuple[tuple[str, str], ...] = ()
+    user_agent: str | None = None  # None -> "ESP32 HTTP Client/1.0"
+    buffer_size: int = 0  # rx buffer; the OTA buffer is max(buffer_size, 1024)
+    max_redirection_count: int = 0  # 0 -> 10
+    max_authorization_retries: int = 0  # 0 -> 10, -1 -> 0
+
+    @property
+    def verifies_server(self) -> bool:
+        """``is_server_verification_enabled()`` of esp_https_ota."""
+        return bool(self.cert_pem) or self.crt_bundle
+
+
+@dataclass
+class OtaConfig:
+    """``esp_https_ota_config_t`` (plus the Kconfig switches that change esp_https_ota's behaviour)."""
+
+    http: HttpConfig
+    allow_http: bool = False  # CONFIG_ESP_HTTPS_OTA_ALLOW_HTTP
+    bulk_flash_erase: bool = False
+    partial_http_download: bool = False
+    max_http_request_size: int = 0  # 0 -> 64 KiB
+    decrypt: Decrypter | None = None
+    enc_img_header_size: int = 0
+    ota_resumption: bool = False  # newest ESP-IDF only
+    ota_image_bytes_written: int = 0

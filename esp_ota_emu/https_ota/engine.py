@@ -1,0 +1,520 @@
+"""``esp_https_ota.c``: begin / perform / finish / abort, the one-shot ``esp_https_ota()``, resumption.
+
+The pipeline is ESP-IDF's: HTTP client reads (``max(buffer_size, 1024)`` bytes at a time, the first
+1024 bytes as the image header) -> optional decrypt stage (``decrypt_cb``) -> ``esp_ota_write``
+through the device's :class:`~esp_ota_emu.ota_ops.OtaOps`, with the events ESP-IDF posts, in its
+order, and its errors. ``settings.idf_release`` picks the v5.x or the newest behaviour where they
+differ (HEAD fallback, Range handling, 304/416, chip revision check, resumption, event ids).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from ..errors import EspError, InputError
+from ..ota_ops import OTA_SIZE_UNKNOWN, OTA_WITH_SEQUENTIAL_WRITES
+from . import events as ev
+from .client import REDIRECT_STATUSES, HttpClient
+from .config import DEFAULT_REQUEST_SIZE, IMAGE_HEADER_SIZE, OnEvent, OtaConfig
+
+if TYPE_CHECKING:
+    from ..bootloader import BootResult
+    from ..device import Device
+    from ..partitions import Partition
+
+# esp_https_ota_state
+INIT, BEGIN, IN_PROGRESS, SUCCESS, RESUME = range(5)
+
+# esp_https_ota's own redirect loop has no limit (a device follows a redirect cycle forever); the
+# emulator stops after this many hops and says so.
+EMULATOR_REDIRECT_LIMIT = 50
+
+_APP_DESC_OFFSET = 24 + 8  # esp_image_header_t + esp_image_segment_header_t
+_APP_DESC_MAGIC = 0xABCD5432
+
+
+def describe_non_image(data: bytes) -> str:
+    """Plain words for a download that does not start with an image header (what did the server send?)."""
+    if not data:
+        return "the server sent no data"
+    first = data[0]
+    shown = f"0x{first:02x}" + (f" {chr(first)!r}" if 0x20 <= first < 0x7F else "")
+    head = data[:64].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or (head.startswith(b"<") and b"html" in data[:512].lower()):
+        kind = "an HTML page"
+    elif head.startswith((b"{", b"[")):
+        kind = "JSON"
+    elif head.startswith(b"\x7fELF"):
+        kind = "an ELF file (flash the .bin that esptool elf2image makes, not the .elf)"
+    elif all(32 <= b < 127 or b in (9, 10, 13) for b in data[:256]):
+        kind = "text"
+    else:
+        kind = "data"
+    return f"the server sent {kind}, not an ESP image: first byte {shown}"
+
+
+@dataclass
+class OtaResult:
+    """What an OTA run did."""
+
+    partition: str  # label of the slot written (the staging partition)
+    subtype: int
+    bytes_written: int
+    image_length: int  # -1 if the server sent no length
+    boot_partition_updated: bool  # otadata now selects the new slot (esp_ota_set_boot_partition ran)
+    resumed_from: int = 0
+    power_on: BootResult | None = None
+    reboot: BootResult | None = None
+
+
+class EspHttpsOta:
+    """One ``esp_https_ota_handle_t``. Call :meth:`begin`, then :meth:`perform` while it returns True,
+    then :meth:`finish` (or :meth:`abort` after an error)."""
+
+    def __init__(self, device: Device, config: OtaConfig, on_event: OnEvent | None = None):
+        self.dev = device
+        self.config = config
+        self.release = "newest" if device.settings.idf_release == "newest" else "v5"
+        self._on_event = on_event
+        self.state = INIT
+        self.client: HttpClient | None = None
+        self.staging: Partition | None = None
+        self.handle: int | None = None
+        self.binary_file_len = 0
+        self.image_length = -1
+        self.buffer = b""  # the 1024 header bytes read by get_img_desc, written by the first perform
+        self.max_request = config.max_http_request_size or DEFAULT_REQUEST_SIZE
+        self.buffer_size = max(config.http.buffer_size, IMAGE_HEADER_SIZE)
+        self.ota_resumption = config.ota_resumption
+        retries = config.http.max_authorization_retries
+        self.auth_retries = 10 if retries == 0 else max(retries, 0)
+        self.enc_header = config.enc_img_header_size if config.decrypt is not None else 0
+        self.resumed_from = 0
+
+    # -- events ---------------------------------------------------------------------------------
+    def post(self, name: str, data: int | None = None) -> None:
+        """``esp_https_ota_dispatch_event``: events the running ESP-IDF release does not have are not posted."""
+        if name in ev.EVENT_IDS[self.release] and self._on_event is not None:
+            self._on_event(name, data)
+
+    # -- HTTP ---------------------------------------------------------------------------------------
+    def _handle_response_code(self, status: int) -> None:
+        """``_http_handle_response_code``."""
+        client = self.client
+        assert client is not None
+        newest = self.release == "newest"
+        if status in REDIRECT_STATUSES:
+            if client.redirect_counter >= EMULATOR_REDIRECT_LIMIT:
+                raise EspError(
+                    "ESP_ERR_HTTP_MAX_REDIRECT",
+                    f"{client.redirect_counter} redirects in a row: esp_https_ota has no redirect limit and "
+                    "a device would follow them forever; the emulator stops here",
+                )
+            client.set_redirection()
+        elif newest and status == 304:
+            raise EspError("ESP_ERR_HTTP_NOT_MODIFIED", "the server answered 304 Not Modified")
+        elif newest and status == 416:
+            raise EspError("ESP_ERR_HTTP_RANGE_NOT_SATISFIABLE", "the server answered 416 Range Not Satisfiable")
+        elif status == 401:
+            if self.auth_retries == 0:
+                raise EspError("ESP_FAIL", "the server kept answering 401 Unauthorized: reached max_authorization_retries")
+            self.auth_retries -= 1
+            if not client.add_auth() and newest:
+                challenge = client.www_authenticate
+                raise EspError(
+                    "ESP_FAIL",
+                    "authorization failed: the server answered 401 "
+                    + (f"with an unsupported challenge {challenge!r}" if challenge else "without WWW-Authenticate"),
+                )
+        elif status in (403, 404):
+            raise EspError("ESP_FAIL", f"file not found: the server answered {status} for {client.url}")
+        elif 400 <= status < 500:
+            raise EspError("ESP_FAIL", f"client error: the server answered {status} for {client.url}")
+        elif status >= 500:
+            raise EspError("ESP_FAIL", f"server error: the server answered {status} for {client.url}")
+        elif newest and self.ota_resumption and not self.config.partial_http_download and status != 206:
+            raise EspError(
+                "ESP_ERR_HTTP_RANGE_NOT_SATISFIABLE",
+                f"the server ignored the Range header (answered {status}, not 206)",
+            )
+        if status in REDIRECT_STATUSES or status == 401:
+            client.discard_body()
+
+    def _http_connect(self) -> None:
+        """``_http_connect``: open, read headers, handle the status; again after a redirect or a 401."""
+        client = self.client
+        assert client is not None
+        while True:
+            client.open()
+            status = client.status_code
+            self._handle_response_code(status)
+            if status not in REDIRECT_STATUSES and status != 401:
+                return
+
+    def _probe_length(self) -> None:
+        """The HEAD request of a partial download (and the newest release's ``Range: bytes=0-0`` fallback)."""
+        client = self.client
+        assert client is not None
+        client.set_method("HEAD")
+        client.perform()
+        status = client.status_code
+        if status == 200:
+            self.image_length = client.content_length
+        elif self.release == "v5":
+            raise EspError("ESP_FAIL", f"the HEAD request got status {status}, not 200")
+        else:
+            client.set_header("Range", "bytes=0-0")
+            client.set_method("GET")
+            client.perform()
+            status = client.status_code
+            if status not in (200, 206):
+                raise EspError("ESP_FAIL", f"the length probe (Range: bytes=0-0) got status {status}")
+            client.delete_header("Range")
+            self.image_length = client.content_length if status == 200 else client.content_range_total()
+        if self.image_length == -1:
+            raise EspError("ESP_FAIL", "the server did not say how long the image is (no Content-Length)")
+        self.image_length -= self.enc_header
+        client.close()
+        if self.release == "v5":
+            if self.image_length > self.max_request:
+                client.set_header("Range", f"bytes=0-{self.max_request - 1}")
+        else:
+            start = self.binary_file_len
+            end = start + self.max_request - 1 if self.image_length > self.max_request + start else self.image_length
+            if end - start < self.image_length:
+                client.set_header("Range", f"bytes={start}-{end}")
+        client.set_method("GET")
+
+    # -- begin ----------------------------------------------------------------------------------
+    def begin(self) -> None:
+        """``esp_https_ota_begin``."""
+        self.post(ev.START)
+        http = self.config.http
+        if not http.verifies_server and not self.config.allow_http:
+            raise EspError(
+                "ESP_ERR_INVALID_ARG",
+                "no option for server verification is enabled: give the root certificate (cert_pem) or use "
+                "the CA bundle, or allow plain HTTP (CONFIG_ESP_HTTPS_OTA_ALLOW_HTTP)",
+            )
+        if urlsplit(http.url).scheme == "http" and not self.config.allow_http:
+            raise EspError(
+                "ESP_ERR_INVALID_ARG",
+                f"{http.url} is plain http://: refused unless plain HTTP is allowed (CONFIG_ESP_HTTPS_OTA_ALLOW_HTTP)",
+            )
+        if self.config.ota_resumption:
+            if self.release != "newest":
+                raise EspError("ESP_ERR_NOT_SUPPORTED", "ota_resumption exists only in the newest ESP-IDF")
+            if self.config.decrypt is not None:
+                raise EspError("ESP_ERR_NOT_SUPPORTED", "OTA resumption is not supported for pre-encrypted images")
+            written = self.config.ota_image_bytes_written
+            if written >= IMAGE_HEADER_SIZE:
+                self.binary_file_len = written & ~0xF if self.dev.flash_encryption_enabled else written
+        self.client = HttpClient(http)
+        try:
+            self._begin_connect()
+        except BaseException:
+            self.client.cleanup()
+            raise
+
+    def _begin_connect(self) -> None:
+        client = self.client
+        assert client is not None
+        partial = self.config.partial_http_download
+        if self.ota_resumption and not partial:
+            client.set_header("Range", f"bytes={self.binary_file_len}-")
+        if partial:
+            self._probe_length()
+        try:
+            self._http_connect()
+        except EspError as err:
+            if err.esp_err != "ESP_ERR_HTTP_RANGE_NOT_SATISFIABLE" or not self.ota_resumption:
+                raise
+            # Resumption failed: drop the Range and download the whole image again from byte 0.
+            self.ota_resumption = False
+            self.binary_file_len = 0
+            client.delete_header("Range")
+            if partial and self.image_length > self.max_request:
+                client.set_header("Range", f"bytes=0-{self.max_request - 1}")
+            client.close()
+            self._http_connect()
+        self.post(ev.CONNECTED)
+        if not partial:
+            self.image_length = client.content_length - self.enc_header
+        self.staging = self.dev.ota.get_next_update_partition(None)
+        if self.staging is None:
+            raise EspError("ESP_FAIL", "no passive OTA partition to write the update to")
+        self.resumed_from = self.binary_file_len
+        self.state = RESUME if self.binary_file_len else BEGIN
+
+    # -- perform --------------------------------------------------------------------------------
+    def _read_header(self) -> bytes:
+        """``read_header``: exactly 1024 bytes, or ESP_FAIL if the body ends first."""
+        client = self.client
+        assert client is not None
+        data = b""
+        while len(data) < IMAGE_HEADER_SIZE and not client.is_complete_data_received():
+            piece = client.read(IMAGE_HEADER_SIZE - len(data))
+            if not piece:
+                break
+            data += piece
+        if len(data) < IMAGE_HEADER_SIZE:
+            raise EspError(
+                "ESP_FAIL",
+                f"complete headers were not received: the image must be at least {IMAGE_HEADER_SIZE} bytes, "
+                f"the server sent {len(data)}" + (f" ({client.body_error})" if client.body_error else ""),
+            )
+        self.binary_file_len = len(data)
+        return data
+
+    def _decrypt(self, data: bytes) -> bytes:
+        """``esp_https_ota_decrypt_cb``: post DECRYPT_CB, run the decrypt stage."""
+        self.post(ev.DECRYPT_CB)
+        assert self.config.decrypt is not None
+        return self.config.decrypt(data)
+
+    def _verify_image(self, data: bytes) -> None:
+        """The checks on the first bytes before anything is written: chip id (and, newest, chip revision)."""
+        chip = self.dev.chip
+        if chip is None or chip.chip_id is None:
+            raise InputError("the device's chip is not known (no bootloader found): give the chip as a setting")
+        chip_id = int.from_bytes(data[12:14], "little")
+        self.post(ev.VERIFY_CHIP_ID, chip_id)
+        min_rev = int.from_bytes(data[15:17], "little")
+        self.post(ev.VERIFY_CHIP_REVISION, min_rev)
+        if chip_id != chip.chip_id:
+            detail = f"; {describe_non_image(data)}" if data[0] != 0xE9 else ""
+            raise EspError(
+                "ESP_ERR_INVALID_VERSION",
+                f"mismatch chip id: the device is {chip.name} (chip id {chip.chip_id}), "
+                f"the image is for chip id {chip_id}{detail}",
+            )
+        if self.release != "newest":
+            return
+        rev, max_rev = self.dev.chip_rev, int.from_bytes(data[17:19], "little")
+        if rev < min_rev:
+            raise EspError(
+                "ESP_ERR_INVALID_VERSION",
+                f"the image needs chip revision v{min_rev // 100}.{min_rev % 100} or newer, "
+                f"the device is v{rev // 100}.{rev % 100}",
+            )
+        if max_rev not in (0, 0xFFFF) and rev > max_rev:
+            raise EspError(
+                "ESP_ERR_INVALID_VERSION",
+                f"the image supports chip revisions up to v{max_rev // 100}.{max_rev % 100}, "
+                f"the device is v{rev // 100}.{rev % 100}",
+            )
+
+    def _ota_write(self, data: bytes) -> bool:
+        """``_ota_write``: esp_ota_write, then WRITE_FLASH with the running total (posted even on error)."""
+        assert self.handle is not None
+        error: EspError | None = None
+        try:
+            self.dev.ota.write(self.handle, data)
+            self.binary_file_len += len(data)
+        except EspError as err:
+            if self.binary_file_len == 0 and data[:1] != b"\xe9":
+                err = EspError(err.esp_err, f"{err.message}: {describe_non_image(data)}")
+            error = err
+        self.post(ev.WRITE_FLASH, self.binary_file_len)
+        if error is not None:
+            raise error
+        return True
+
+    def perform(self) -> bool:
+        """``esp_https_ota_perform``: True while in progress (ESP_ERR_HTTPS_OTA_IN_PROGRESS), False when
+        done (ESP_OK). Raises EspError on failure (call :meth:`abort` then)."""
+        if self.state < BEGIN:
+            raise EspError("ESP_FAIL", "esp_https_ota_perform: invalid state (begin did not succeed)")
+        client, staging = self.client, self.staging
+        assert client is not None and staging is not None
+        if self.config.bulk_flash_erase:
+            erase_size = self.image_length if self.image_length > 0 else OTA_SIZE_UNKNOWN
+        else:
+            erase_size = OTA_WITH_SEQUENTIAL_WRITES
+        if self.state == BEGIN:
+            self.handle = self.dev.ota.begin(staging, erase_size)
+            self.state = IN_PROGRESS
+            data = self.buffer if self.binary_file_len else self._read_header()
+            self.buffer = b""
+            self.binary_file_len = 0
+            if self.config.decrypt is not None:
+                data = self._decrypt(data)
+                if not data:
+                    raise EspError("ESP_FAIL", "decryption of the image header failed (the decrypt stage returned nothing)")
+            self._verify_image(data)
+            return self._ota_write(data)
+        if self.state == RESUME:
+            self.handle = self.dev.ota.resume(staging, erase_size, self.binary_file_len)
+            self.state = IN_PROGRESS
+        if self.state != IN_PROGRESS:
+            raise EspError("ESP_FAIL", "esp_https_ota_perform: invalid state")
+        data = client.read(self.buffer_size)
+        if data:
+            if self.config.decrypt is not None:
+                data = self._decrypt(data)
+                if not data:
+                    return True
+            return self._ota_write(data)
+        if not client.is_complete_data_received():
+            reason = client.body_error or "the server closed the connection"
+            raise EspError(
+                "ESP_FAIL",
+                f"connection closed before complete data was received: got {client.data_process} of "
+                f"{client.content_length if client.content_length >= 0 else 'an unknown number of'} bytes ({reason})",
+            )
+        partial = self.config.partial_http_download
+        if not partial or self.image_length == self.binary_file_len:
+            self.state = SUCCESS
+        if partial and self.state == IN_PROGRESS and self.image_length > self.binary_file_len:
+            client.close()
+            offset = self.binary_file_len + self.enc_header
+            if self.image_length - self.binary_file_len > self.max_request:
+                client.set_header("Range", f"bytes={offset}-{offset + self.max_request - 1}")
+            else:
+                client.set_header("Range", f"bytes={offset}-")
+            try:
+                self._http_connect()
+            except EspError as err:
+                raise EspError("ESP_FAIL", f"failed to establish HTTP connection for the next range: {err}") from None
+            return True
+        return False
+
+    def is_complete_data_received(self) -> bool:
+        """``esp_https_ota_is_complete_data_received``."""
+        if self.config.partial_http_download:
+            return self.image_length == self.binary_file_len
+        return self.client is not None and self.client.is_complete_data_received()
+
+    def get_img_desc(self) -> bytes:
+        """``esp_https_ota_get_img_desc``: the 256-byte esp_app_desc_t of the image (only before the first perform)."""
+        self.post(ev.GET_IMG_DESC)
+        if self.config.decrypt is not None:
+            raise EspError("ESP_ERR_NOT_SUPPORTED", "the image description cannot be read from an encrypted image")
+        if self.state < BEGIN:
+            raise EspError("ESP_ERR_INVALID_STATE", "esp_https_ota_get_img_desc: begin did not succeed")
+        self.buffer = self._read_header()
+        desc = self.buffer[_APP_DESC_OFFSET : _APP_DESC_OFFSET + 256]
+        if int.from_bytes(desc[:4], "little") != _APP_DESC_MAGIC:
+            raise EspError("ESP_FAIL", "incorrect app descriptor magic")
+        return desc
+
+    # -- finish / abort -------------------------------------------------------------------------
+    def _cleanup(self) -> None:
+        if self.client is not None:
+            self.client.cleanup()
+
+    def finish(self) -> bool:
+        """``esp_https_ota_finish``: esp_ota_end (full image verification), then, if all data came,
+        esp_ota_set_boot_partition. Returns whether the boot partition was switched."""
+        if self.state < BEGIN:
+            raise EspError("ESP_FAIL", "esp_https_ota_finish: invalid state")
+        error: EspError | None = None
+        updated = False
+        try:
+            if self.state in (SUCCESS, IN_PROGRESS):
+                assert self.handle is not None
+                self.dev.ota.end(self.handle)
+        except EspError as err:
+            error = err
+        finally:
+            self._cleanup()
+        if error is None and self.state == SUCCESS and self.staging is not None:
+            try:
+                self.dev.ota.set_boot_partition(self.staging)
+                updated = True
+                self.post(ev.UPDATE_BOOT_PARTITION, self.staging.subtype)
+            except EspError as err:
+                error = err
+        self.post(ev.FINISH)
+        if error is not None:
+            raise error
+        return updated
+
+    def abort(self) -> None:
+        """``esp_https_ota_abort``: post ABORT, forget the OTA handle; nothing else on flash changes."""
+        self.post(ev.ABORT)
+        try:
+            if self.state in (SUCCESS, IN_PROGRESS) and self.handle is not None:
+                self.dev.ota.abort(self.handle)
+        finally:
+            self._cleanup()
+
+
+def _result(ota: EspHttpsOta, updated: bool) -> OtaResult:
+    assert ota.staging is not None
+    return OtaResult(
+        partition=ota.staging.label,
+        subtype=ota.staging.subtype,
+        bytes_written=ota.binary_file_len,
+        image_length=ota.image_length,
+        boot_partition_updated=updated,
+        resumed_from=ota.resumed_from,
+    )
+
+
+def esp_https_ota(device: Device, config: OtaConfig, on_event: OnEvent | None = None) -> OtaResult:
+    """``esp_https_ota()``: the one-shot update (begin, perform until done, finish; abort on error)."""
+    release = "newest" if device.settings.idf_release == "newest" else "v5"
+    if config.ota_resumption and release == "newest":
+        raise EspError("ESP_ERR_NOT_SUPPORTED", "OTA resumption is not supported by the one-shot esp_https_ota()")
+    ota = EspHttpsOta(device, config, on_event)
+    try:
+        ota.begin()
+    except EspError as err:
+        if release == "v5":  # v5.x returns ESP_FAIL whenever begin fails
+            raise EspError("ESP_FAIL", f"esp_https_ota_begin failed: {err}") from None
+        raise
+    try:
+        while ota.perform():
+            pass
+    except BaseException:
+        ota.abort()
+        raise
+    return _result(ota, ota.finish())
+
+
+def resumable_https_ota(device: Device, config: OtaConfig, on_event: OnEvent | None = None) -> OtaResult:
+    """The advanced-API update with ``ota_resumption`` (newest ESP-IDF), as ESP-IDF's example does it.
+
+    Progress (bytes written to the slot) is kept in the device state under the URL, saved as the
+    download goes and when it fails, so that the next run resumes with ``Range: bytes=N-``. A
+    server that ignores the Range (200) or answers 416 makes esp_https_ota start again from byte 0.
+    """
+    url = config.http.url
+    progress = device.state.resume.get(url)
+    target = device.ota.get_next_update_partition(None)
+    if progress and target is not None and progress.get("partition") == target.label:
+        config.ota_image_bytes_written = int(progress.get("bytes_written", 0))
+    config.ota_resumption = True
+    saved = [config.ota_image_bytes_written]
+
+    def save(written: int) -> None:
+        if target is not None and written != saved[0]:
+            device.state.resume[url] = {"partition": target.label, "bytes_written": written}
+            device.save()
+            saved[0] = written
+
+    def track(name: str, data: int | None) -> None:
+        if name == ev.WRITE_FLASH and data is not None and data - saved[0] >= 64 * 1024:
+            save(data)
+        if on_event is not None:
+            on_event(name, data)
+
+    ota = EspHttpsOta(device, config, track)
+    ota.begin()
+    save(ota.binary_file_len)  # a restart from byte 0 (Range refused) invalidates the old progress at once
+    try:
+        while ota.perform():
+            pass
+        if not ota.is_complete_data_received():
+            raise EspError("ESP_FAIL", "complete data was not received")
+    except BaseException:
+        save(ota.binary_file_len)
+        ota.abort()
+        raise
+    updated = ota.finish()
+    device.state.resume.pop(url, None)
+    device.save()
+    return _result(ota, updated)
