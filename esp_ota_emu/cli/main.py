@@ -43,3 +43,4 @@ def main() -> None:
     from . import commands  # noqa: F401
 
     cli(prog_name="esp-ota-emu")
+
