@@ -33,10 +33,6 @@ _FREQ_80 = (("80m", 0xF), ("40m", 0x0), ("26m", 0x1), ("20m", 0x2))
 _FREQ_80_NO26 = (("80m", 0xF), ("40m", 0x0), ("20m", 0x2))
 _FREQ_48 = (("48m", 0xF), ("24m", 0x0), ("16m", 0x1), ("12m", 0x2))
 
-# Names of memory-map entries that are RAM a bootloader may load a segment into
-# (esp_ptr_in_dram / esp_ptr_in_iram / RTC fast and slow memory).
-RAM_KINDS = frozenset({"DRAM", "IRAM", "RTC_DRAM", "RTC_IRAM", "RTC_DATA"})
-
 
 @dataclass(frozen=True)
 class Chip:
@@ -50,6 +46,8 @@ class Chip:
     irom: Range
     drom: Range
     flash_freqs: tuple[tuple[str, int], ...]
+    ram_regions: tuple[Range, ...] = ()  # SOC_DRAM, SOC_IRAM, RTC fast/slow, SPM ranges (ESP-IDF soc.h)
+    extram: Range = (0, 0)  # SOC_EXTRAM, flash-mapped too on chips with a per-target MMU
     flash_sizes: tuple[tuple[str, int], ...] = FLASH_SIZES
     mmu_page_sizes: tuple[int, ...] = (0x10000,)  # configurable CONFIG_MMU_PAGE_SIZE values
     secure_boot_schemes: tuple[str, ...] = ()
@@ -70,17 +68,12 @@ class Chip:
         return next((name for name, value in self.flash_sizes if value == bits), None)
 
     def should_map(self, addr: int) -> bool:
-        """ESP-IDF ``should_map()``: the address lies in the flash-mapped IROM or DROM window."""
-        return self.irom[0] <= addr < self.irom[1] or self.drom[0] <= addr < self.drom[1]
-
-    @property
-    def ram_regions(self) -> tuple[MemoryRange, ...]:
-        """The RAM ranges of the memory map (DRAM, IRAM, RTC memories)."""
-        return tuple(r for r in self.memory_map if r[2] in RAM_KINDS)
+        """ESP-IDF ``should_map()``: the address lies in the flash-mapped IROM, DROM or external RAM window."""
+        return any(lo <= addr < hi for lo, hi in (self.irom, self.drom, self.extram))
 
     def in_ram(self, start: int, end: int) -> bool:
-        """True when ``[start, end)`` lies entirely inside one RAM region."""
-        return any(lo <= start and end <= hi for lo, hi, _ in self.ram_regions)
+        """``verify_load_addresses()`` region test: ``[start, end)`` lies entirely inside one RAM region."""
+        return any(lo <= start and end <= hi for lo, hi in self.ram_regions)
 
 
 _PAD = (0x0, 0x10000, "PADDING")
@@ -110,6 +103,7 @@ CHIPS: tuple[Chip, ...] = (
         ),
         irom=(0x400D0000, 0x40400000),
         drom=(0x3F400000, 0x3F800000),
+        ram_regions=((0x3FFAE000, 0x40000000), (0x40080000, 0x400AA000), (0x400C0000, 0x400C2000), (0x3FF80000, 0x3FF82000), (0x50000000, 0x50002000)),
         flash_freqs=_FREQ_80,
         secure_boot_schemes=("sbv1", "rsa3072"),
         efuse_secure_version_bits=32,
@@ -135,8 +129,9 @@ CHIPS: tuple[Chip, ...] = (
             (0x40080000, 0x40800000, "IROM"),
             (0x50000000, 0x50002000, "RTC_DATA"),
         ),
-        irom=(0x40080000, 0x40B80000),
-        drom=(0x3F000000, 0x3F3F0000),
+        irom=(0x40080000, 0x40800000),
+        drom=(0x3F000000, 0x3FF80000),
+        ram_regions=((0x3FFB0000, 0x40000000), (0x40020000, 0x40070000), (0x40070000, 0x40072000), (0x3FF9E000, 0x3FFA0000), (0x50000000, 0x50002000)),
         flash_freqs=_FREQ_80,
         secure_boot_schemes=("rsa3072",),
     ),
@@ -161,6 +156,7 @@ CHIPS: tuple[Chip, ...] = (
         ),
         irom=(0x42000000, 0x44000000),
         drom=(0x3C000000, 0x3E000000),
+        ram_regions=((0x3FC88000, 0x3FD00000), (0x40370000, 0x403E0000), (0x600FE000, 0x60100000), (0x50000000, 0x50002000)),
         flash_freqs=_FREQ_80,
         secure_boot_schemes=("rsa3072",),
         qemu_machine="esp32s3",
@@ -185,6 +181,7 @@ CHIPS: tuple[Chip, ...] = (
         ),
         irom=(0x42000000, 0x42800000),
         drom=(0x3C000000, 0x3C800000),
+        ram_regions=((0x3FC80000, 0x3FCE0000), (0x4037C000, 0x403E0000), (0x50000000, 0x50002000)),
         flash_freqs=_FREQ_80,
         secure_boot_schemes=("rsa3072",),
         qemu_machine="esp32c3",
@@ -206,6 +203,7 @@ CHIPS: tuple[Chip, ...] = (
         ),
         irom=(0x42000000, 0x42400000),
         drom=(0x3C000000, 0x3C400000),
+        ram_regions=((0x3FCA0000, 0x3FCE0000), (0x4037C000, 0x403C0000)),
         flash_freqs=(("60m", 0xF), ("30m", 0x0), ("20m", 0x1), ("15m", 0x2)),
         mmu_page_sizes=(0x4000, 0x8000, 0x10000),
         secure_boot_schemes=("ecdsa192", "ecdsa256"),
@@ -229,8 +227,9 @@ CHIPS: tuple[Chip, ...] = (
             (0x50000000, 0x50004000, "RTC_DRAM"),
             (0x600FE000, 0x60100000, "MEM_INTERNAL2"),
         ),
-        irom=(0x42000000, 0x42800000),
-        drom=(0x42800000, 0x43000000),
+        irom=(0x42000000, 0x43000000),
+        drom=(0x42000000, 0x43000000),
+        ram_regions=((0x40800000, 0x40880000), (0x50000000, 0x50004000)),
         # esptool maps both "80m" and "40m" to nibble 0 on the C6 and looks up the first: "80m".
         flash_freqs=(("80m", 0x0), ("40m", 0x0), ("20m", 0x2)),
         mmu_page_sizes=(0x2000, 0x4000, 0x8000, 0x10000),
@@ -254,8 +253,9 @@ CHIPS: tuple[Chip, ...] = (
             (0x50000000, 0x50004000, "RTC_DRAM"),
             (0x600FE000, 0x60100000, "MEM_INTERNAL2"),
         ),
-        irom=(0x42000000, 0x42800000),
-        drom=(0x42800000, 0x43000000),
+        irom=(0x42000000, 0x44000000),
+        drom=(0x42000000, 0x44000000),
+        ram_regions=((0x40800000, 0x40850000),),
         flash_freqs=_FREQ_80_NO26,
         mmu_page_sizes=(0x2000, 0x4000, 0x8000, 0x10000),
         secure_boot_schemes=("ecdsa192", "ecdsa256", "ecdsa384"),
@@ -280,6 +280,7 @@ CHIPS: tuple[Chip, ...] = (
         ),
         irom=(0x42000000, 0x44000000),
         drom=(0x42000000, 0x44000000),
+        ram_regions=((0x40800000, 0x40860000), (0x50000000, 0x50004000)),
         flash_freqs=_FREQ_80_NO26,
         secure_boot_schemes=("rsa3072", "ecdsa192", "ecdsa256", "ecdsa384"),
     ),
@@ -301,8 +302,9 @@ CHIPS: tuple[Chip, ...] = (
             (0x50000000, 0x50004000, "RTC_DRAM"),
             (0x600FE000, 0x60100000, "MEM_INTERNAL2"),
         ),
-        irom=(0x42000000, 0x42800000),
-        drom=(0x42800000, 0x43000000),
+        irom=(0x42000000, 0x43000000),
+        drom=(0x42000000, 0x43000000),
+        ram_regions=((0x40800000, 0x40850000), (0x50000000, 0x50001000)),
         flash_freqs=_FREQ_48,
         mmu_page_sizes=(0x2000, 0x4000, 0x8000, 0x10000),
         secure_boot_schemes=("rsa3072", "ecdsa192", "ecdsa256"),
@@ -325,8 +327,10 @@ CHIPS: tuple[Chip, ...] = (
             (0x50108000, 0x50110000, "RTC_DRAM"),
             (0x600FE000, 0x60100000, "MEM_INTERNAL2"),
         ),
-        irom=(0x40000000, 0x4C000000),
-        drom=(0x40000000, 0x4C000000),
+        irom=(0x40000000, 0x44000000),
+        drom=(0x40000000, 0x44000000),
+        ram_regions=((0x4FF00000, 0x4FFC0000), (0x50108000, 0x50110000), (0x30100000, 0x30102000)),
+        extram=(0x48000000, 0x4C000000),
         flash_freqs=_FREQ_80,
         secure_boot_schemes=("rsa3072", "ecdsa192", "ecdsa256"),
     ),
@@ -350,6 +354,7 @@ CHIPS: tuple[Chip, ...] = (
         ),
         irom=(0x42000000, 0x43000000),
         drom=(0x42000000, 0x43000000),
+        ram_regions=((0x40800000, 0x40850000), (0x50000000, 0x50001000)),
         flash_freqs=(("48m", 0xF), ("24m", 0x0)),
         mmu_page_sizes=(0x2000, 0x4000, 0x8000, 0x10000),
         secure_boot_schemes=("rsa3072", "ecdsa192", "ecdsa256"),
@@ -372,6 +377,7 @@ CHIPS: tuple[Chip, ...] = (
         ),
         irom=(0x42000000, 0x44000000),
         drom=(0x42000000, 0x44000000),
+        ram_regions=((0x40810000, 0x40860000), (0x50000000, 0x50004000)),
         flash_freqs=(("48m", 0xF), ("24m", 0x0)),
         mmu_page_sizes=(0x2000, 0x4000, 0x8000, 0x10000),
         secure_boot_schemes=("rsa3072", "ecdsa192", "ecdsa256"),
