@@ -220,6 +220,10 @@ def elf2image(
         raise ValueError(f"secure_pad must be 'v1' or 'v2', not {secure_pad!r}")
     if secure_pad == "v1" and chip.name != "esp32":
         secure_pad = None
+    if pad_to_size and not append_digest:
+        # esptool 5.6.0 pads from the file position it left after rewriting the segment count (offset 2)
+        # in this case, overwriting the header with 0xFF: refuse rather than write that.
+        raise InputError("--pad-to-size needs the appended SHA-256 digest (esptool corrupts the header without it)")
     if flash_mode not in FLASH_MODES:
         raise InputError(f"unknown flash mode {flash_mode!r} (choose from {', '.join(FLASH_MODES)})")
     size_bits = _lookup(chip.flash_sizes, flash_size, "size", chip)
