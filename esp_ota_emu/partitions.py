@@ -581,12 +581,12 @@ class PartitionTable:
                 raise InputError(f"Partition at 0x{p.offset:x} overlaps 0x{last.offset:x}-0x{last.end - 1:x}")
             last = p
 
-        for subtype, what in ((DATA_OTA, ""), (DATA_TEE_OTA, "TEE ")):
+        for subtype, what, number in ((DATA_OTA, "", "0"), (DATA_TEE_OTA, "TEE ", "0x90")):
             found = [p for p in self.entries if p.type == DATA and p.subtype == subtype]
             if len(found) > 1:
                 raise InputError(
                     f"Found multiple {what}otadata partitions. Only one partition can be defined with "
-                    f'type="data"(1) and subtype="{subtype_name(DATA, subtype)}"({subtype if not what else hex(subtype)}).'
+                    f'type="data"(1) and subtype="{subtype_name(DATA, subtype)}"({number}).'
                 )
             if found and found[0].size != OTADATA_SIZE:
                 raise InputError(f"{what}otadata partition must have size = 0x{OTADATA_SIZE:x}")
