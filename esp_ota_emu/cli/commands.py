@@ -4,4 +4,7 @@
 from . import image_info  # noqa: F401
 from . import info  # noqa: F401
 from . import mkimage  # noqa: F401
+from . import ota  # noqa: F401
 from . import partitions_cmd  # noqa: F401
+from . import security  # noqa: F401
+from . import serve  # noqa: F401

@@ -463,8 +463,8 @@ def esp_https_ota(device: Device, config: OtaConfig, on_event: OnEvent | None = 
     try:
         ota.begin()
     except EspError as err:
-        if release == "v5":  # v5.x returns ESP_FAIL whenever begin fails
-            raise EspError("ESP_FAIL", f"esp_https_ota_begin failed: {err}") from None
+        if release == "v5" and err.esp_err != "ESP_FAIL":  # v5.x returns ESP_FAIL whenever begin fails
+            raise EspError("ESP_FAIL", f"esp_https_ota_begin failed with {err.esp_err}: {err.message}") from None
         raise
     try:
         while ota.perform():

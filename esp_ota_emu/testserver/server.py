@@ -332,11 +332,16 @@ class TestServer:
         return self
 
     def serve_forever(self) -> None:
+        """Serve in the calling thread (the ``serve`` command); :meth:`close` afterwards."""
         self._httpd.serve_forever()
 
-    def stop(self) -> None:
-        self._httpd.shutdown()
+    def close(self) -> None:
         self._httpd.server_close()
+
+    def stop(self) -> None:
+        """Stop the background thread started by :meth:`start` and close the socket."""
+        self._httpd.shutdown()
+        self.close()
         if self._thread is not None:
             self._thread.join()
 

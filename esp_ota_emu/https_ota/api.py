@@ -1,0 +1,73 @@
+"""``https_ota(device, url, ...)``: the whole update as an app would run it, for the CLI and Python users.
+
+Powers the device on first if the emulator never booted this flash (a bootloader pass: the OTA target
+is the slot after the running app), runs ``esp_https_ota()`` (or, with ``resume=True``, the
+advanced API with ``ota_resumption``), and resets the device at the end if asked (``esp_restart()``).
+Until that reset the old app keeps running.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import InputError
+from .config import Decrypter, HttpConfig, OnEvent, OtaConfig
+from .engine import OtaResult, esp_https_ota, resumable_https_ota
+
+if TYPE_CHECKING:
+    from ..device import Device
+
+
+def pem_text(value: str | Path | None) -> str | None:
+    """PEM text given as such, or read from a file path."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.lstrip().startswith("-----BEGIN"):
+        return value
+    try:
+        text = Path(value).read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read certificate {value}: {getattr(err, 'strerror', None) or err}") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise InputError(f"{value} is not a PEM certificate")
+    return text
+
+
+def https_ota(
+    device: Device,
+    url: str,
+    *,
+    on_event: OnEvent | None = None,
+    cert_pem: str | Path | None = None,
+    resume: bool = False,
+    reboot: bool = False,
+    allow_http: bool = False,
+    bulk_flash_erase: bool = False,
+    partial_http_download: bool = False,
+    max_http_request_size: int = 0,
+    decrypt: Decrypter | None = None,
+    enc_img_header_size: int = 0,
+    **http_options,
+) -> OtaResult:
+    """Update ``device`` from ``url`` as ESP-IDF's esp_https_ota would; raises EspError on failure.
+
+    ``http_options`` are :class:`HttpConfig` fields (``crt_bundle``, ``common_name``,
+    ``skip_cert_common_name_check``, ``client_cert``, ``client_key``, ``username``, ``password``,
+    ``timeout_ms``, ``headers``, ``user_agent``, ``buffer_size``, ...).
+    """
+    power_on = device.power_on_if_needed()
+    config = OtaConfig(
+        HttpConfig(url=url, cert_pem=pem_text(cert_pem), **http_options),
+        allow_http=allow_http,
+        bulk_flash_erase=bulk_flash_erase,
+        partial_http_download=partial_http_download,
+        max_http_request_size=max_http_request_size,
+        decrypt=decrypt,
+        enc_img_header_size=enc_img_header_size,
+    )
+    result = (resumable_https_ota if resume else esp_https_ota)(device, config, on_event)
+    result.power_on = power_on
+    if reboot:
+        result.reboot = device.boot()
+    return result
