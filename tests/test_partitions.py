@@ -20,6 +20,7 @@ from esp_ota_emu.formats.partition_table import (
     SUBTYPES,
     TABLE_MAX_LEN,
     TYPES,
+    EndMarker,
     Md5Row,
     PartitionEntry,
     md5_row,
@@ -478,8 +479,11 @@ def test_rows_round_trip(entry_body, md5_body):
     assert Md5Row.build(Md5Row.parse(row)) == row
 
 
-def test_md5_row_layout():
+def test_md5_row_and_end_marker_layout():
     assert md5_row(b"") == b"\xeb\xeb" + b"\xff" * 14 + hashlib.md5(b"").digest()
+    assert EndMarker.build(EndMarker.parse(b"\xff" * 32)) == b"\xff" * 32
+    table = PartitionTable([Partition("nvs", 1, 2, 0x9000, 0x6000)]).to_binary(md5=False)
+    assert EndMarker.parse(table[32:64]) == b"\xff" * 32
 
 
 # ------------------------------------------------------------------------------------ property: valid tables round-trip
