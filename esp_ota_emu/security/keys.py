@@ -47,7 +47,8 @@ def describe_key(key: PrivateKey | PublicKey) -> str:
     """``RSA-3072``, ``ECDSA P-256`` ...: for error messages."""
     if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
         return f"RSA-{key.key_size}"
-    return f"EC {key.curve.name}"
+    names = {"secp192r1": "P-192", "secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+    return f"ECDSA {names.get(key.curve.name, key.curve.name)}"
 
 
 def _reason(err: Exception) -> str:

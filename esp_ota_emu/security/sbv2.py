@@ -326,23 +326,24 @@ def verify_image_signatures(
     )
 
 
-def verify_signed_file(data: bytes | memoryview, public_key: PublicKey) -> SignatureCheck:
-    """``espsecure verify-signature --version 2``: the last 4 KiB of ``data`` is the signature sector and
-    one of its blocks must be made with ``public_key``."""
+def verify_signed_file(data: bytes | memoryview, public_key: PublicKey, image_len: int | None = None) -> SignatureCheck:
+    """``espsecure verify-signature --version 2``: one block of the signature sector must be made with
+    ``public_key``. The sector is the last 4 KiB of ``data`` (espsecure), or where ESP-IDF looks for it
+    when ``image_len`` is given."""
     view = memoryview(data)
-    if len(view) < SIG_SECTOR_SIZE or len(view) % SIG_SECTOR_SIZE:
-        raise InputError("a Secure Boot V2 signed file is a non-zero multiple of 4096 bytes")
     _check_key(public_key)
-    check = check_signature_sector(
-        view[:-SIG_SECTOR_SIZE], view[-SIG_SECTOR_SIZE:], [key_digest(public_key)], sig_offset=len(view) - SIG_SECTOR_SIZE
-    )
-    if not check.ok and all(v.status in ("blank", "invalid", "untrusted") for v in check.blocks):
+    trusted = [key_digest(public_key)]
+    if image_len is not None:
+        check = verify_image_signatures(view, image_len, trusted)
+    else:
+        if len(view) < SIG_SECTOR_SIZE or len(view) % SIG_SECTOR_SIZE:
+            raise InputError("a Secure Boot V2 signed file is a non-zero multiple of 4096 bytes")
+        sig_offset = len(view) - SIG_SECTOR_SIZE
+        check = check_signature_sector(view[:sig_offset], view[sig_offset:], trusted, sig_offset=sig_offset)
+    if not check.ok and check.blocks and all(v.status in ("blank", "invalid", "untrusted") for v in check.blocks):
+        sector = view[check.sig_offset : check.sig_offset + SIG_SECTOR_SIZE]
         present = sorted(
-            {
-                b.scheme if b.curve is None else f"{b.scheme} {b.curve}"
-                for b in signature_blocks(view[-SIG_SECTOR_SIZE:])
-                if b.valid and b.scheme
-            }
+            {b.scheme if b.curve is None else f"{b.scheme} {b.curve}" for b in signature_blocks(sector) if b.valid}
         )
         made_with = f"the image has {', '.join(present)} block(s)" if present else "the image has no valid block"
         check.reason = f"no signature block is made with this key ({describe_key(public_key)}; {made_with})"
