@@ -152,7 +152,9 @@ class Device:
             off = self.settings.partition_table_offset
             if off + 0xC00 > self.flash.size:
                 raise InputError(f"the flash ({self.flash.size} bytes) ends before a partition table at 0x{off:x}")
-            self._partitions = PartitionTable.from_binary(self.flash.read(off, 0xC00), reader="bootloader")
+            self._partitions = PartitionTable.from_binary(
+                self.flash.read(off, 0xC00), reader="bootloader", chip_size=self.flash.size, offset=off
+            )
         return self._partitions
 
     @property
