@@ -229,6 +229,12 @@ class Device:
         self.save()
         return result
 
+    def https_ota(self, url: str, **options):
+        """Run an OTA from ``url`` as esp_https_ota() would (see :func:`esp_ota_emu.https_ota.api.https_ota`)."""
+        from .https_ota.api import https_ota
+
+        return https_ota(self, url, **options)
+
     def power_on_if_needed(self) -> BootResult | None:
         """Power the device on (a bootloader pass) if the emulator never booted this flash."""
         if self.state.running is not None and self.running is not None:
