@@ -20,7 +20,9 @@ from ..errors import EXIT_INVALID, InputError
 from ..formats.app_desc import c_text
 from ..formats.image import SPI_MODES, WP_PIN_DISABLED
 from ..formats.signature import SIG_BLOCK_MAGIC, SIG_BLOCK_V1_SIZE, SignatureBlockV1, parse_signature_sector
+from ..formats.bootloader_desc import BOOTLOADER_DESC_SIZE
 from ..image import EspImage, parse_image, verify_image
+from ..image.reader import as_view, read_app_desc, read_bootloader_desc
 from .main import cli
 
 
@@ -95,7 +97,24 @@ def _title(lines: list[str], title: str) -> None:
     lines += [title, "=" * len(title)]
 
 
-def esptool_lines(image: EspImage, file_size: int) -> list[str]:
+def esptool_descriptors(image: EspImage, view):
+    """The descriptors esptool shows: the app description at the start of the first DROM segment, else
+    the bootloader description at the start of the last DRAM segment of at least 80 bytes. (ESP-IDF
+    reads both at image offset 0x20 instead: ``EspImage.app_desc`` / ``bootloader_desc``.)"""
+    app_seg = boot_seg = None
+    for seg in image.segments:
+        if "DROM" in seg.kinds and app_seg is None:
+            app_seg = seg
+        elif "DRAM" in seg.kinds and seg.length >= BOOTLOADER_DESC_SIZE:
+            boot_seg = seg
+    if app_seg is not None:
+        return read_app_desc(view, app_seg.data_offset, app_seg.length), None
+    if boot_seg is not None:
+        return None, read_bootloader_desc(view, boot_seg.data_offset, boot_seg.length)
+    return None, None
+
+
+def esptool_lines(image: EspImage, view, file_size: int) -> list[str]:
     """esptool 5.6.0 ``image-info`` output (after its version banner), line for line."""
     chip, hdr = image.chip, image.header
     lines = [f"Image size: {file_size} bytes", f"Detected image type: {chip.display}", ""]
@@ -137,7 +156,8 @@ def esptool_lines(image: EspImage, file_size: int) -> list[str]:
     lines.append(f"Checksum: {image.checksum_stored:#04x} ({verdict})")
     if image.hash_appended:
         lines.append(f"Validation hash: {image.hash_computed.hex()} ({'valid' if image.hash_ok else 'invalid'})")
-    app, boot = app_desc_dict(image.app_desc), bootloader_desc_dict(image.bootloader_desc)
+    app_desc, boot_desc = esptool_descriptors(image, view)
+    app, boot = app_desc_dict(app_desc), bootloader_desc_dict(boot_desc)
     if app:
         lines.append("")
         _title(lines, "Application Information")
@@ -166,6 +186,7 @@ def esptool_lines(image: EspImage, file_size: int) -> list[str]:
 
 def image_report(buf, file_size: int) -> dict:
     """Everything image-info reports, as one JSON-ready dict (``lines`` holds the text report)."""
+    buf = as_view(buf)
     image = parse_image(buf)
     valid = image.checksum_ok and image.hash_ok is not False
     report = {
@@ -214,7 +235,7 @@ def image_report(buf, file_size: int) -> dict:
         role = "app" if any(image.chip.should_map(seg.load_addr) for seg in image.segments) else "bootloader"
         result = verify_image(buf, 0, min(file_size, 0x1000000), is_bootloader=role == "bootloader")
         report["esp_image_verify"] = {"as": role, "esp_err": result.esp_err, "reason": result.reason}
-    lines = esptool_lines(image, file_size)
+    lines = esptool_lines(image, buf, file_size)
     lines.append("")
     _title(lines, "Validity")
     lines.append(f"Image length: {image.image_len} bytes")

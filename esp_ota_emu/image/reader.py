@@ -176,20 +176,20 @@ def checksum_of(view: memoryview, segments: tuple[Segment, ...] | list[Segment])
     return checksum
 
 
-def read_app_desc(view: memoryview, image_offset: int, first_segment_len: int) -> Container | None:
-    """``esp_app_desc_t`` at image offset 0x20, None when the first segment does not start with its magic."""
-    start = image_offset + APP_DESC_OFFSET
-    if first_segment_len < APP_DESC_SIZE or len(view) < start + APP_DESC_SIZE:
+def read_app_desc(view: memoryview, start: int, segment_len: int) -> Container | None:
+    """``esp_app_desc_t`` at the start of segment data at ``start`` (ESP-IDF reads the first segment's,
+    image offset 0x20); None when the segment is too short or does not start with the magic word."""
+    if segment_len < APP_DESC_SIZE or len(view) < start + APP_DESC_SIZE:
         return None
     if int.from_bytes(view[start : start + 4], "little") != ESP_APP_DESC_MAGIC_WORD:
         return None
     return AppDesc.parse(bytes(view[start : start + APP_DESC_SIZE]))
 
 
-def read_bootloader_desc(view: memoryview, image_offset: int, first_segment_len: int) -> Container | None:
-    """``esp_bootloader_desc_t`` at image offset 0x20, None when its magic byte is absent."""
-    start = image_offset + APP_DESC_OFFSET
-    if first_segment_len < BOOTLOADER_DESC_SIZE or len(view) < start + BOOTLOADER_DESC_SIZE:
+def read_bootloader_desc(view: memoryview, start: int, segment_len: int) -> Container | None:
+    """``esp_bootloader_desc_t`` at the start of segment data at ``start`` (image offset 0x20 for ESP-IDF),
+    None when the segment is too short or the magic byte is absent."""
+    if segment_len < BOOTLOADER_DESC_SIZE or len(view) < start + BOOTLOADER_DESC_SIZE:
         return None
     if view[start] != ESP_BOOTLOADER_DESC_MAGIC_BYTE:
         return None
@@ -244,6 +244,7 @@ def parse_image(buf, offset: int = 0, limit: int | None = None, *, layout: str =
     image_len = checksum_offset + 1 - offset + (HASH_LEN if hash_stored is not None else 0)
 
     first_len = segments[0].length if segments else 0
+    first_data = offset + APP_DESC_OFFSET
     return EspImage(
         offset=offset,
         header=header,
@@ -256,6 +257,6 @@ def parse_image(buf, offset: int = 0, limit: int | None = None, *, layout: str =
         hash_stored=hash_stored,
         hash_computed=hash_computed,
         image_len=image_len,
-        app_desc=None if esp8266 else read_app_desc(view, offset, first_len),
-        bootloader_desc=None if esp8266 else read_bootloader_desc(view, offset, first_len),
+        app_desc=None if esp8266 else read_app_desc(view, first_data, first_len),
+        bootloader_desc=None if esp8266 else read_bootloader_desc(view, first_data, first_len),
     )

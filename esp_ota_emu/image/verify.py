@@ -247,7 +247,7 @@ def _segment0_checks(view, offset, pos, data_len, chip, is_bootloader, mmu_page_
     if len(chip.mmu_page_sizes) == 1:
         return configured
     need(len(view), pos + SEGMENT_HEADER_SIZE, APP_DESC_SIZE, "the app description")
-    desc = read_app_desc(view, offset, data_len)
+    desc = read_app_desc(view, pos + SEGMENT_HEADER_SIZE, data_len)
     if desc is None:
         raise _Fail("ESP_FAIL", "Failed to fetch app description header!")
     if _MMU_PAGE_LOG2_MIN <= desc.mmu_page_size <= _MMU_PAGE_LOG2_MAX:
