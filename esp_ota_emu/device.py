@@ -41,6 +41,10 @@ class DeviceSettings:
     skip_validation_on_power_on: bool = False
     skip_validation_always: bool = False
     efuse_secure_version: int = 0  # the anti-rollback eFuse value (number of bits burned)
+    factory_reset: bool = False  # CONFIG_BOOTLOADER_FACTORY_RESET
+    factory_reset_data: str = "nvs"  # CONFIG_BOOTLOADER_DATA_FACTORY_RESET
+    factory_reset_otadata: bool = False  # CONFIG_BOOTLOADER_OTA_DATA_ERASE
+    app_test: bool = False  # CONFIG_BOOTLOADER_APP_TEST
 
     def profile(self) -> BootloaderProfile:
         return BootloaderProfile(
@@ -48,6 +52,10 @@ class DeviceSettings:
             anti_rollback=self.anti_rollback,
             skip_validation_on_power_on=self.skip_validation_on_power_on,
             skip_validation_always=self.skip_validation_always,
+            factory_reset=self.factory_reset,
+            factory_reset_data=self.factory_reset_data,
+            factory_reset_otadata=self.factory_reset_otadata,
+            app_test=self.app_test,
         )
 
 
@@ -169,8 +177,22 @@ class Device:
         """esp_efuse_check_secure_version(): the app's version must reach the eFuse's."""
         return secure_version >= self.settings.efuse_secure_version
 
+    @property
+    def secure_version_bits(self) -> int:
+        """Width of the eFuse SECURE_VERSION field (CONFIG_BOOTLOADER_APP_SEC_VER_SIZE_EFUSE_FIELD default)."""
+        return self._chip.efuse_secure_version_bits if self._chip is not None else 32
+
+    def check_secure_version_fits(self, secure_version: int) -> None:
+        """esp_efuse_update_secure_version() refuses a version wider than the eFuse field."""
+        if secure_version > self.secure_version_bits:
+            raise EspError(
+                "ESP_ERR_INVALID_ARG",
+                f"Max secure version is {self.secure_version_bits}; version {secure_version} can not be burned",
+            )
+
     def burn_secure_version(self, secure_version: int) -> None:
-        """esp_efuse_update_secure_version(): bits are only ever added."""
+        """esp_efuse_update_secure_version(): bits are only ever added, up to the field's width."""
+        self.check_secure_version_fits(secure_version)
         if secure_version > self.settings.efuse_secure_version:
             self.settings.efuse_secure_version = secure_version
             self.save()
@@ -221,9 +243,15 @@ class Device:
         """What the bootloader would boot on the next reset, without writing anything."""
         return Bootloader(self, self.settings.profile(), dry_run=True).run()
 
-    def boot(self, *, power_on: bool = False) -> BootResult:
-        """One reset: run the bootloader (with its writes); the device then runs the booted app."""
-        result = Bootloader(self, self.settings.profile(), power_on=power_on).run()
+    def boot(self, *, power_on: bool = False, hold_factory_reset_pin: bool = False, hold_test_pin: bool = False) -> BootResult:
+        """One reset (``power_on``: a power cycle): run the bootloader with its writes; the booted app then runs."""
+        result = Bootloader(
+            self,
+            self.settings.profile(),
+            power_on=power_on,
+            hold_factory_reset_pin=hold_factory_reset_pin,
+            hold_test_pin=hold_test_pin,
+        ).run()
         self.state.running = result.booted.label if result.booted else None
         self.state.boots += 1
         self.save()
