@@ -340,11 +340,14 @@ def verify_signed_file(data: bytes | memoryview, public_key: PublicKey, image_le
             raise InputError("a Secure Boot V2 signed file is a non-zero multiple of 4096 bytes")
         sig_offset = len(view) - SIG_SECTOR_SIZE
         check = check_signature_sector(view[:sig_offset], view[sig_offset:], trusted, sig_offset=sig_offset)
-    if not check.ok and check.blocks and all(v.status in ("blank", "invalid", "untrusted") for v in check.blocks):
+    statuses = {v.status for v in check.blocks}
+    if not check.ok and "untrusted" in statuses and statuses <= {"blank", "invalid", "untrusted"}:
         sector = view[check.sig_offset : check.sig_offset + SIG_SECTOR_SIZE]
         present = sorted(
             {b.scheme if b.curve is None else f"{b.scheme} {b.curve}" for b in signature_blocks(sector) if b.valid}
         )
-        made_with = f"the image has {', '.join(present)} block(s)" if present else "the image has no valid block"
-        check.reason = f"no signature block is made with this key ({describe_key(public_key)}; {made_with})"
+        check.reason = (
+            f"no signature block is made with this key ({describe_key(public_key)}; "
+            f"the image has {', '.join(present)} block(s))"
+        )
     return check
