@@ -3,6 +3,7 @@
 # One import per command module; keep sorted.
 from . import image_info  # noqa: F401
 from . import info  # noqa: F401
+from . import mkflash  # noqa: F401
 from . import mkimage  # noqa: F401
 from . import ota  # noqa: F401
 from . import partitions_cmd  # noqa: F401
