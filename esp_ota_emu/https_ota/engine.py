@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ..errors import EspError, InputError
+from ..image.reader import describe_non_image
 from ..ota_ops import OTA_SIZE_UNKNOWN, OTA_WITH_SEQUENTIAL_WRITES
 from . import events as ev
 from .client import REDIRECT_STATUSES, HttpClient
@@ -35,24 +36,9 @@ _APP_DESC_OFFSET = 24 + 8  # esp_image_header_t + esp_image_segment_header_t
 _APP_DESC_MAGIC = 0xABCD5432
 
 
-def describe_non_image(data: bytes) -> str:
-    """Plain words for a download that does not start with an image header (what did the server send?)."""
-    if not data:
-        return "the server sent no data"
-    first = data[0]
-    shown = f"0x{first:02x}" + (f" {chr(first)!r}" if 0x20 <= first < 0x7F else "")
-    head = data[:64].lstrip().lower()
-    if head.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or (head.startswith(b"<") and b"html" in data[:512].lower()):
-        kind = "an HTML page"
-    elif head.startswith((b"{", b"[")):
-        kind = "JSON"
-    elif head.startswith(b"\x7fELF"):
-        kind = "an ELF file (flash the .bin that esptool elf2image makes, not the .elf)"
-    elif all(32 <= b < 127 or b in (9, 10, 13) for b in data[:256]):
-        kind = "text"
-    else:
-        kind = "data"
-    return f"the server sent {kind}, not an ESP image: first byte {shown}"
+def _server_sent(data: bytes) -> str:
+    """Plain words for a download that is not an image (what did the server send instead?)."""
+    return "the server sent " + describe_non_image(bytes(data[:64]))
 
 
 @dataclass
@@ -284,7 +270,7 @@ class EspHttpsOta:
         min_rev = int.from_bytes(data[15:17], "little")
         self.post(ev.VERIFY_CHIP_REVISION, min_rev)
         if chip_id != chip.chip_id:
-            detail = f"; {describe_non_image(data)}" if data[0] != 0xE9 else ""
+            detail = f"; {_server_sent(data)}" if data[0] != 0xE9 else ""
             raise EspError(
                 "ESP_ERR_INVALID_VERSION",
                 f"mismatch chip id: the device is {chip.name} (chip id {chip.chip_id}), "
@@ -315,7 +301,7 @@ class EspHttpsOta:
             self.binary_file_len += len(data)
         except EspError as err:
             if self.binary_file_len == 0 and data[:1] != b"\xe9":
-                err = EspError(err.esp_err, f"{err.message}: {describe_non_image(data)}")
+                err = EspError(err.esp_err, f"{err.message}: {_server_sent(data)}")
             error = err
         self.post(ev.WRITE_FLASH, self.binary_file_len)
         if error is not None:

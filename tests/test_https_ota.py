@@ -1,0 +1,407 @@
+"""esp_https_ota end to end: real ESP32 apps served over loopback HTTPS into a real merged ESP32 flash.
+
+The device is the Arduino-ESP32 (IDF 4.4.7) merged 4 MB flash: app0 at 0x10000 runs (otadata
+sector 0: seq 1), so the OTA target is app1 (ota_1) at 0x150000, size 0x140000, followed by spiffs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import struct
+import zlib
+
+import pytest
+from click.testing import CliRunner
+
+import esp_ota_emu.cli.commands  # noqa: F401
+from esp_ota_emu.cli.main import cli
+from esp_ota_emu.device import Device
+from esp_ota_emu.errors import EXIT_OTA_FAILED, EspError
+from esp_ota_emu.https_ota import api
+from esp_ota_emu.testserver import Faults, serve_files
+
+SLOT, SLOT_SIZE = 0x150000, 0x140000
+OTADATA = 0xE000
+SECTOR = 0x1000
+
+
+@pytest.fixture(scope="module")
+def app(realdata) -> bytes:
+    return (realdata / "arduino-esp32/v1.0.6_idf-v3.3.5/StartCounter.ino.bin").read_bytes()
+
+
+@pytest.fixture
+def flash(tmp_path, realdata):
+    path = tmp_path / "flash.bin"
+    shutil.copyfile(realdata / "derived/esp32_arduino-idf-v4.4.7_fivef_merged_4MB_with_boot_app0.bin", path)
+    return path
+
+
+def run(flash, url, ca=None, *, idf_release="v5", **options):
+    """One OTA through the Python API; returns (result or EspError, events)."""
+    events = []
+    with Device.open(flash, idf_release=idf_release) as dev:
+        try:
+            result = api.https_ota(dev, url, cert_pem=ca, on_event=lambda n, d: events.append((n, d)), **options)
+        except EspError as err:
+            result = err
+    return result, events
+
+
+def write_flash_steps(total: int, first: int = 1024, step: int = 1024) -> list[int]:
+    """The WRITE_FLASH totals esp_https_ota posts: the 1024-byte header, then one per buffer read."""
+    steps = [first]
+    while steps[-1] < total:
+        steps.append(min(steps[-1] + step, total))
+    return steps
+
+
+def outside(data: bytes, *ranges: tuple[int, int]) -> str:
+    """SHA-256 of the flash with the given (start, length) ranges blanked: what must not change."""
+    buf = bytearray(data)
+    for start, length in ranges:
+        buf[start : start + length] = bytes(length)
+    return hashlib.sha256(buf).hexdigest()
+
+
+def otadata_entry(seq: int, state: int = 0xFFFFFFFF, label: bytes = b"\xff" * 20) -> bytes:
+    return struct.pack("<I20sII", seq, label, state, zlib.crc32(struct.pack("<I", seq), 0xFFFFFFFF))
+
+
+@pytest.mark.parametrize("idf_release", ["v5", "newest"])
+def test_ota_writes_image_events_and_otadata(flash, app, idf_release):
+    before = flash.read_bytes()
+    with serve_files({"app.bin": app}) as srv:
+        result, events = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release=idf_release)
+        assert [(r.method, r.path, r.range) for r in srv.requests] == [("GET", "/app.bin", None)]
+        request = srv.requests[0]
+        assert request.header("User-Agent") == "ESP32 HTTP Client/1.0"
+        assert {k.lower() for k, _ in request.headers} == {"host", "user-agent"}
+    assert result.partition == "app1" and result.boot_partition_updated and result.bytes_written == len(app)
+    assert result.power_on is not None and result.power_on.booted.label == "app0"
+    verify = [("ESP_HTTPS_OTA_VERIFY_CHIP_ID", 0)]
+    if idf_release == "newest":
+        verify.append(("ESP_HTTPS_OTA_VERIFY_CHIP_REVISION", int.from_bytes(app[15:17], "little")))
+    assert events == [
+        ("ESP_HTTPS_OTA_START", None),
+        ("ESP_HTTPS_OTA_CONNECTED", None),
+        *verify,
+        *[("ESP_HTTPS_OTA_WRITE_FLASH", n) for n in write_flash_steps(len(app))],
+        ("ESP_HTTPS_OTA_UPDATE_BOOT_PARTITION", 0x11),
+        ("ESP_HTTPS_OTA_FINISH", None),
+    ]
+    after = flash.read_bytes()
+    assert after[SLOT : SLOT + len(app)] == app
+    # otadata: entry 0 (seq 1) stays; entry 1 becomes seq 2 selecting ota_1. The bytes are the ones the
+    # QEMU-verified realdata note gives (seq=2, crc 0x55f63774), label kept as read (0xFF).
+    assert after[OTADATA : OTADATA + 32] == before[OTADATA : OTADATA + 32]
+    assert after[OTADATA + SECTOR : OTADATA + SECTOR + 32] == otadata_entry(2)
+    assert otadata_entry(2)[-4:] == (0x55F63774).to_bytes(4, "little")
+    assert outside(after, (SLOT, SLOT_SIZE), (OTADATA + SECTOR, SECTOR)) == outside(before, (SLOT, SLOT_SIZE), (OTADATA + SECTOR, SECTOR))
+    with Device.open(flash) as dev:
+        assert dev.running.label == "app0"  # the old app runs until a reset
+        assert dev.boot().booted.label == "app1"
+
+
+def _prefill_slot(flash, pattern: bytes = b"\x5a"):
+    data = bytearray(flash.read_bytes())
+    data[SLOT : SLOT + SLOT_SIZE] = pattern * SLOT_SIZE
+    flash.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_sequential_versus_bulk_erase(tmp_path, flash, app, chunked):
+    """Sequential erase touches only the sectors written; bulk erases ALIGN_UP(length), or the whole slot
+    when the server sends no length. Past that, the slot keeps its old bytes."""
+    end = (len(app) + SECTOR - 1) // SECTOR * SECTOR
+    slots = {}
+    for bulk in (False, True):
+        copy = tmp_path / f"flash-{bulk}.bin"
+        shutil.copyfile(flash, copy)
+        _prefill_slot(copy)
+        with serve_files({"app.bin": app}, faults=Faults(chunked=chunked)) as srv:
+            result, _ = run(copy, srv.url("app.bin"), srv.tls.ca_pem, bulk_flash_erase=bulk)
+        assert result.boot_partition_updated and result.image_length == (-1 if chunked else len(app))
+        slots[bulk] = copy.read_bytes()[SLOT : SLOT + SLOT_SIZE]
+    seq = slots[False]
+    assert seq[: len(app)] == app and seq[len(app) : end] == b"\xff" * (end - len(app))
+    assert seq[end:] == b"\x5a" * (SLOT_SIZE - end)
+    if chunked:  # image size unknown: esp_ota_begin(OTA_SIZE_UNKNOWN) erases the whole partition
+        assert slots[True] == app + b"\xff" * (SLOT_SIZE - len(app))
+    else:
+        assert slots[True] == seq
+
+
+def test_chip_mismatch_changes_nothing(flash, realdata):
+    s2_app = (realdata / "esptool/images/esp_idf_blink_esp32s2.bin").read_bytes()
+    before = flash.read_bytes()
+    with serve_files({"app.bin": s2_app}) as srv:
+        err, events = run(flash, srv.url("app.bin"), srv.tls.ca_pem)
+    assert isinstance(err, EspError) and err.esp_err == "ESP_ERR_INVALID_VERSION"
+    assert "chip id 2" in err.message
+    assert events[-2:] == [("ESP_HTTPS_OTA_VERIFY_CHIP_ID", 2), ("ESP_HTTPS_OTA_ABORT", None)]
+    assert flash.read_bytes() == before  # sequential erase: nothing was erased before the check
+
+
+def test_bulk_erase_failure_touches_only_the_slot(flash, realdata):
+    s2_app = (realdata / "esptool/images/esp_idf_blink_esp32s2.bin").read_bytes()
+    before = flash.read_bytes()
+    with serve_files({"app.bin": s2_app}) as srv:
+        err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, bulk_flash_erase=True)
+    assert err.esp_err == "ESP_ERR_INVALID_VERSION"
+    after = flash.read_bytes()
+    erased = (len(s2_app) + SECTOR - 1) // SECTOR * SECTOR
+    assert after[SLOT : SLOT + erased] == b"\xff" * erased
+    assert outside(after, (SLOT, SLOT_SIZE)) == outside(before, (SLOT, SLOT_SIZE))
+
+
+def test_html_page_instead_of_image(flash):
+    page = b"<!DOCTYPE html>\n<html><head><title>Login</title></head><body>" + b"x" * 2000 + b"</body></html>"
+    with serve_files({"app.bin": page}) as srv:
+        err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem)
+    # ESP-IDF checks the chip id (bytes 12-13) before esp_ota_write's magic byte check
+    assert err.esp_err == "ESP_ERR_INVALID_VERSION"
+    assert "first byte 0x3c '<'" in err.message and "HTML page" in err.message
+
+
+def test_image_shorter_than_header_is_refused(flash, app):
+    with serve_files({"app.bin": app[:1000]}) as srv:
+        err, events = run(flash, srv.url("app.bin"), srv.tls.ca_pem)
+    assert err.esp_err == "ESP_FAIL" and "at least 1024 bytes" in err.message and "sent 1000" in err.message
+    assert events[-1] == ("ESP_HTTPS_OTA_ABORT", None)
+
+
+def test_image_larger_than_slot(flash, app):
+    big = app + b"\x00" * (SLOT_SIZE - len(app) + 8192)
+    before = flash.read_bytes()
+    for bulk in (True, False):
+        with serve_files({"app.bin": big}) as srv:
+            err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, bulk_flash_erase=bulk)
+        assert err.esp_err == "ESP_ERR_INVALID_SIZE", err
+        after = flash.read_bytes()
+        assert outside(after, (SLOT, SLOT_SIZE)) == outside(before, (SLOT, SLOT_SIZE))
+
+
+def test_dropped_connection_aborts(flash, app):
+    before = flash.read_bytes()
+    with serve_files({"app.bin": app}, faults=Faults(drop_after=100_000)) as srv:
+        err, events = run(flash, srv.url("app.bin"), srv.tls.ca_pem)
+    assert err.esp_err == "ESP_FAIL" and "connection closed before complete data" in err.message
+    assert events[-2:] == [("ESP_HTTPS_OTA_WRITE_FLASH", 100_000), ("ESP_HTTPS_OTA_ABORT", None)]
+    after = flash.read_bytes()
+    assert after[SLOT : SLOT + 100_000] == app[:100_000]
+    assert outside(after, (SLOT, SLOT_SIZE)) == outside(before, (SLOT, SLOT_SIZE))
+
+
+def test_corrupt_image_fails_validation(flash, app):
+    bad = bytearray(app)
+    bad[200_000] ^= 0xFF
+    before = flash.read_bytes()
+    with serve_files({"app.bin": bytes(bad)}) as srv:
+        err, events = run(flash, srv.url("app.bin"), srv.tls.ca_pem)
+    assert err.esp_err == "ESP_ERR_OTA_VALIDATE_FAILED"
+    assert events[-1] == ("ESP_HTTPS_OTA_FINISH", None)
+    assert outside(flash.read_bytes(), (SLOT, SLOT_SIZE)) == outside(before, (SLOT, SLOT_SIZE))
+
+
+def _expected_ranges(length: int, size: int, release: str) -> list[str | None]:
+    """The Range headers esp_https_ota sends after the HEAD request (esp_https_ota.c, both releases)."""
+    if release == "v5":
+        first = f"bytes=0-{size - 1}" if length > size else None
+    else:
+        end = size - 1 if length > size else length
+        first = f"bytes=0-{end}" if end < length else None
+    ranges, done = [first], min(size, length)
+    while done < length:
+        ranges.append(f"bytes={done}-{done + size - 1}" if length - done > size else f"bytes={done}-")
+        done += size
+    return ranges
+
+
+@pytest.mark.parametrize("idf_release", ["v5", "newest"])
+@pytest.mark.parametrize("size", [65536, 100_000, 400_000])
+def test_partial_download_request_sequence(flash, app, idf_release, size):
+    with serve_files({"app.bin": app}) as srv:
+        result, events = run(
+            flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release=idf_release,
+            partial_http_download=True, max_http_request_size=size,
+        )
+        seen = [(r.method, r.range) for r in srv.requests]
+    assert result.boot_partition_updated
+    assert seen == [("HEAD", None)] + [("GET", r) for r in _expected_ranges(len(app), size, idf_release)]
+    assert flash.read_bytes()[SLOT : SLOT + len(app)] == app
+    assert events[-1] == ("ESP_HTTPS_OTA_FINISH", None)
+
+
+def test_partial_download_without_head_support(flash, app):
+    with serve_files({"app.bin": app}, faults=Faults(no_head=True)) as srv:
+        err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, partial_http_download=True)
+        assert err.esp_err == "ESP_FAIL"  # v5: HEAD must answer 200
+        srv.requests.clear()
+        result, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="newest", partial_http_download=True)
+        seen = [(r.method, r.range, r.status) for r in srv.requests]
+    assert result.boot_partition_updated
+    assert seen[:2] == [("HEAD", None, 405), ("GET", "bytes=0-0", 206)]
+    assert seen[2][:2] == ("GET", "bytes=0-65535")
+
+
+def test_resume_after_interruption(flash, app):
+    faults = Faults(drop_after=200_000)
+    with serve_files({"app.bin": app}, faults=faults) as srv:
+        err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="newest", resume=True)
+        assert err.esp_err == "ESP_FAIL"
+        with Device.open(flash) as dev:
+            progress = dev.state.resume[srv.url("app.bin")]
+        assert progress == {"partition": "app1", "bytes_written": 200_000}
+        faults.drop_after = None
+        srv.requests.clear()
+        result, events = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="newest", resume=True)
+        assert [(r.range, r.status) for r in srv.requests] == [(f"bytes={progress['bytes_written']}-", 206)]
+    assert result.resumed_from == progress["bytes_written"] and result.boot_partition_updated
+    assert flash.read_bytes()[SLOT : SLOT + len(app)] == app
+    assert not any(name.startswith("ESP_HTTPS_OTA_VERIFY") for name, _ in events)
+    with Device.open(flash) as dev:
+        assert dev.state.resume == {}
+
+
+@pytest.mark.parametrize("fault", ["ignore_range", "range_not_satisfiable"])
+def test_resume_restarts_from_zero_when_range_refused(flash, app, fault):
+    """A server that answers 200 (or 416) to ``Range: bytes=N-`` must not produce a shifted image."""
+    with serve_files({"app.bin": app}) as srv:
+        url = srv.url("app.bin")
+        with Device.open(flash) as dev:
+            dev.state.resume = {url: {"partition": "app1", "bytes_written": 50_000}}
+            dev.save()
+        setattr(srv.faults, fault, True)
+        result, events = run(flash, url, srv.tls.ca_pem, idf_release="newest", resume=True)
+        seen = [(r.range, r.status) for r in srv.requests]
+    status = 200 if fault == "ignore_range" else 416
+    assert seen == [("bytes=50000-", status), (None, 200)]
+    assert result.resumed_from == 0 and result.boot_partition_updated
+    assert flash.read_bytes()[SLOT : SLOT + len(app)] == app
+    assert ("ESP_HTTPS_OTA_VERIFY_CHIP_ID", 0) in events
+
+
+def test_resume_is_refused_by_v5_and_with_decryption(flash, app):
+    with serve_files({"app.bin": app}) as srv:
+        err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, resume=True)
+        assert err.esp_err == "ESP_ERR_NOT_SUPPORTED"
+        err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="newest", resume=True,
+                     decrypt=lambda data: data)
+        assert err.esp_err == "ESP_ERR_NOT_SUPPORTED"
+
+
+def test_redirects_are_followed(flash, app):
+    with serve_files({"app.bin": app}, faults=Faults(redirects=3, redirect_status=307)) as srv:
+        result, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem)
+        assert [(r.path, r.status) for r in srv.requests] == [
+            ("/app.bin", 307), ("/_redirect/2/app.bin", 307), ("/_redirect/1/app.bin", 307),
+            ("/_redirect/0/app.bin", 200),
+        ]
+    assert result.boot_partition_updated
+
+
+def test_endless_redirects_stop(flash, app):
+    with serve_files({"app.bin": app}, faults=Faults(redirects=10_000)) as srv:
+        err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="newest")
+    assert err.esp_err == "ESP_ERR_HTTP_MAX_REDIRECT"
+
+
+@pytest.mark.parametrize("scheme", ["Basic", "Digest"])
+def test_auth_answers_the_401(flash, app, scheme):
+    with serve_files({"app.bin": app}, auth=("ota", "s3cret"), auth_scheme=scheme) as srv:
+        url = srv.url("app.bin").replace("https://", "https://ota:s3cret@")
+        result, _ = run(flash, url, srv.tls.ca_pem)
+        seen = [(r.status, (r.header("Authorization") or "").split(" ")[0]) for r in srv.requests]
+    assert seen == [(401, ""), (200, scheme)]
+    assert result.boot_partition_updated
+
+
+def test_wrong_password_gives_up_after_the_retries(flash, app):
+    with serve_files({"app.bin": app}, auth=("ota", "s3cret")) as srv:
+        err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, username="ota", password="wrong",
+                     idf_release="newest")
+        assert len(srv.requests) == 11 and all(r.status == 401 for r in srv.requests)
+    assert err.esp_err == "ESP_FAIL" and "max_authorization_retries" in err.message
+
+
+def test_error_statuses(flash, app):
+    with serve_files({"app.bin": app}, faults=Faults(status=503)) as srv:
+        err, events = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="newest")
+    assert err.esp_err == "ESP_FAIL" and "503" in err.message
+    assert events == [("ESP_HTTPS_OTA_START", None)]  # begin failed: esp_https_ota() returns, no ABORT
+    with serve_files({"app.bin": app}, faults=Faults(status=304)) as srv:
+        err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="newest")
+    assert err.esp_err == "ESP_ERR_HTTP_NOT_MODIFIED"
+
+
+def test_plain_http_needs_allow_http(flash, app):
+    with serve_files({"app.bin": app}, tls=False) as srv:
+        err, _ = run(flash, srv.url("app.bin"))
+        assert err.esp_err == "ESP_FAIL" and "ESP_ERR_INVALID_ARG" in err.message
+        result, _ = run(flash, srv.url("app.bin"), allow_http=True)
+    assert result.boot_partition_updated
+
+
+def test_stalled_server_times_out(flash, app):
+    with serve_files({"app.bin": app}, faults=Faults(stall_after=4096, stall_seconds=3)) as srv:
+        err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, timeout_ms=300, idf_release="newest")
+    assert err.esp_err == "ESP_ERR_HTTP_EAGAIN" and "300 ms" in err.message
+
+
+def test_buffer_size_sets_the_read_size(flash, app):
+    with serve_files({"app.bin": app}) as srv:
+        result, events = run(flash, srv.url("app.bin"), srv.tls.ca_pem, buffer_size=16384)
+    writes = [d for n, d in events if n == "ESP_HTTPS_OTA_WRITE_FLASH"]
+    assert writes == write_flash_steps(len(app), step=16384)
+    assert result.boot_partition_updated
+
+
+class _StripHeader:
+    """A stand-in decrypt stage: drops a 512-byte "encryption header", passes the rest through."""
+
+    def __init__(self):
+        self.skip = 512
+
+    def __call__(self, data: bytes) -> bytes:
+        cut = min(self.skip, len(data))
+        self.skip -= cut
+        return data[cut:]
+
+
+def test_decrypt_stage_and_encrypted_header_offsets(flash, app):
+    wrapped = b"\xcf\xb6\x88\x07" + b"\x00" * 508 + app
+    with serve_files({"app.bin": wrapped}) as srv:
+        result, events = run(
+            flash, srv.url("app.bin"), srv.tls.ca_pem, decrypt=_StripHeader(), enc_img_header_size=512,
+            partial_http_download=True, max_http_request_size=200_000, idf_release="newest",
+        )
+        ranges = [r.range for r in srv.requests]
+    assert result.boot_partition_updated and result.image_length == len(app)
+    # after the first range, 200000 - 512 plaintext bytes were written; the next range starts at
+    # binary_file_len + enc_img_header_size
+    assert ranges == [None, "bytes=0-199999", f"bytes={(200_000 - 512) + 512}-"]
+    assert events[2:5] == [("ESP_HTTPS_OTA_DECRYPT_CB", None), ("ESP_HTTPS_OTA_VERIFY_CHIP_ID", 0),
+                           ("ESP_HTTPS_OTA_VERIFY_CHIP_REVISION", 0)]
+    assert events[5] == ("ESP_HTTPS_OTA_WRITE_FLASH", 512)
+    assert flash.read_bytes()[SLOT : SLOT + len(app)] == app
+
+
+def test_cli_json_events_and_exit_code(flash, app):
+    runner = CliRunner()
+    with serve_files({"app.bin": app}) as srv:
+        ok = runner.invoke(cli, ["ota", str(flash), "--url", srv.url("app.bin"), "--cert-pem", str(srv.tls.ca_pem),
+                                 "--json", "--reboot"])
+        assert ok.exit_code == 0, ok.output
+        lines = [json.loads(line) for line in ok.stdout.splitlines()]
+        assert lines[0] == {"event": "ESP_HTTPS_OTA_START", "data": None}
+        assert {"event": "ESP_HTTPS_OTA_WRITE_FLASH", "data": len(app)} in lines
+        assert lines[-1]["result"] == "ok" and lines[-1]["rebooted_into"] == "app1"
+        # now app1 runs: the next update goes to app0, and this one fails the chip check
+        srv.files["app.bin"] = b"<html>" + b" " * 2000
+        bad = runner.invoke(cli, ["ota", str(flash), "--url", srv.url("app.bin"), "--cert-pem", str(srv.tls.ca_pem)])
+    assert bad.exit_code == EXIT_OTA_FAILED
+    assert bad.stderr.count("\n") == 1 and "ESP_ERR_INVALID_VERSION" in bad.stderr and "HTML" in bad.stderr
+    assert "Traceback" not in bad.output
