@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import sys
 
 import click
@@ -19,7 +21,29 @@ class _Group(click.Group):
     ``esp-ota-emu FLASH --url URL`` (no command name) runs the ``ota`` command.
     """
 
+    def _load(self, name: str) -> None:
+        """Import only the module a command needs (``cli/<name>.py``), every command module otherwise:
+        start-up stays fast because one command does not import the others' dependencies."""
+        if name in self.commands:
+            return
+        module = name.replace("-", "_")
+        if module.isidentifier() and importlib.util.find_spec(f"{__package__}.{module}") is not None:
+            importlib.import_module(f"{__package__}.{module}")
+        if name not in self.commands:
+            from . import commands  # noqa: F401
+
+    def get_command(self, ctx, cmd_name):
+        self._load(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx):
+        from . import commands  # noqa: F401
+
+        return super().list_commands(ctx)
+
     def parse_args(self, ctx, args):
+        if args and not args[0].startswith("-"):
+            self._load(args[0])
         if args and not args[0].startswith("-") and args[0] not in self.commands and DEFAULT_COMMAND in self.commands:
             args = [DEFAULT_COMMAND, *args]
         return super().parse_args(ctx, args)
@@ -39,8 +63,6 @@ def cli() -> None:
 
 
 def main() -> None:
-    # Command modules register themselves on ``cli`` when imported.
-    from . import commands  # noqa: F401
-
+    # Command modules register themselves on ``cli`` when imported; the group imports them on demand.
     cli(prog_name="esp-ota-emu")
 
