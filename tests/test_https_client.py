@@ -1,0 +1,119 @@
+"""The esp_http_client look-alike against the real test server: TLS trust rules, headers, reads."""
+
+from __future__ import annotations
+
+import pytest
+
+from esp_ota_emu.errors import EspError
+from esp_ota_emu.https_ota.client import HttpClient
+from esp_ota_emu.https_ota.config import HttpConfig
+from esp_ota_emu.testserver import Faults, TlsFiles, make_ca, make_cert, serve_files
+
+DATA = bytes(range(251)) * 1000  # 251000 bytes, not a multiple of any buffer size
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A CA with a valid, an expired and a wrong-name server certificate, a foreign CA, a client cert."""
+    folder = tmp_path_factory.mktemp("pki")
+    ca = make_ca()
+    ca.write(folder, "ca")
+    make_ca("someone else").write(folder, "foreign")
+    for stem, cert in {
+        "good": make_cert(ca),
+        "expired": make_cert(ca, expired=True),
+        "othername": make_cert(ca, ("ota.example.com",)),
+        "client": make_cert(ca, (), client=True),
+    }.items():
+        cert.write(folder, stem)
+    return folder
+
+
+def _tls(pki, stem):
+    return TlsFiles(pki / "ca.pem", pki / f"{stem}.pem", pki / f"{stem}.key")
+
+
+def _open(url, **options):
+    client = HttpClient(HttpConfig(url=url, **options))
+    try:
+        client.open()
+        return client.status_code, client.read(len(DATA) + 1)
+    finally:
+        client.cleanup()
+
+
+def _connect_error(url, **options) -> str:
+    with pytest.raises(EspError) as info:
+        _open(url, **options)
+    assert info.value.esp_err == "ESP_ERR_HTTP_CONNECT"
+    return info.value.message
+
+
+def test_trust_rules(pki):
+    ca = (pki / "ca.pem").read_text()
+    with serve_files({"a.bin": DATA}, tls=_tls(pki, "good")) as srv:
+        assert _open(srv.url("a.bin"), cert_pem=ca) == (200, DATA)
+        assert "certificate" in _connect_error(srv.url("a.bin"), cert_pem=(pki / "foreign.pem").read_text())
+        assert "certificate" in _connect_error(srv.url("a.bin"), crt_bundle=True)  # not in the public bundle
+    with serve_files({"a.bin": DATA}, tls=_tls(pki, "expired")) as srv:
+        assert "expired" in _connect_error(srv.url("a.bin"), cert_pem=ca)
+    with serve_files({"a.bin": DATA}, tls=_tls(pki, "othername")) as srv:
+        assert "mismatch" in _connect_error(srv.url("a.bin"), cert_pem=ca)
+        # the chain is still checked when the name is not, and the name can be given explicitly
+        assert _open(srv.url("a.bin"), cert_pem=ca, skip_cert_common_name_check=True) == (200, DATA)
+        assert _open(srv.url("a.bin"), cert_pem=ca, common_name="ota.example.com") == (200, DATA)
+        _connect_error(srv.url("a.bin"), cert_pem=ca, common_name="wrong.example.com")
+        _connect_error(srv.url("a.bin"), cert_pem=(pki / "foreign.pem").read_text(), skip_cert_common_name_check=True)
+
+
+def test_mutual_tls(pki):
+    ca = (pki / "ca.pem").read_text()
+    with serve_files({"a.bin": DATA}, tls=_tls(pki, "good"), client_ca=pki / "ca.pem") as srv:
+        _connect_error(srv.url("a.bin"), cert_pem=ca)
+        assert _open(srv.url("a.bin"), cert_pem=ca, client_cert=pki / "client.pem", client_key=pki / "client.key") == (200, DATA)
+
+
+def test_request_headers_are_the_devices(pki):
+    ca = (pki / "ca.pem").read_text()
+    with serve_files({"a.bin": DATA}, tls=_tls(pki, "good")) as srv:
+        _open(srv.url("a.bin") + "?v=2", cert_pem=ca, headers=(("X-Device", "42"),))
+        _open(srv.url("a.bin"), cert_pem=ca, user_agent="fw-updater/3")
+        first, second = srv.requests
+    assert first.path == "/a.bin?v=2"
+    assert dict(first.headers) == {"Host": f"127.0.0.1:{srv.port}", "User-Agent": "ESP32 HTTP Client/1.0", "X-Device": "42"}
+    assert second.header("User-Agent") == "fw-updater/3"
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_read_fills_the_buffer_until_the_body_ends(pki, chunked):
+    """esp_http_client_read returns exactly the length asked for, except for the last piece."""
+    with serve_files({"a.bin": DATA}, tls=_tls(pki, "good"), faults=Faults(chunked=chunked)) as srv:
+        client = HttpClient(HttpConfig(url=srv.url("a.bin"), cert_pem=(pki / "ca.pem").read_text()))
+        client.open()
+        assert client.content_length == (-1 if chunked else len(DATA)) and client.is_chunked == chunked
+        sizes, got = [], b""
+        while piece := client.read(1000 if len(got) < 50_000 else 4096):
+            sizes.append(len(piece))
+            got += piece
+        assert client.is_complete_data_received()
+        client.cleanup()
+    assert got == DATA
+    assert set(sizes[:-1]) <= {1000, 4096} and sizes[-1] == (len(DATA) - 50_000) % 4096
+
+
+def test_truncated_body_is_not_complete(pki):
+    with serve_files({"a.bin": DATA}, tls=_tls(pki, "good"), faults=Faults(drop_after=10_000)) as srv:
+        client = HttpClient(HttpConfig(url=srv.url("a.bin"), cert_pem=(pki / "ca.pem").read_text()))
+        client.open()
+        got = b""
+        while piece := client.read(4096):
+            got += piece
+        assert got == DATA[:10_000] and not client.is_complete_data_received()
+        assert "10000" in client.body_error
+        client.cleanup()
+
+
+def test_connection_refused():
+    with serve_files({"a.bin": DATA}, tls=False) as srv:
+        url = srv.url("a.bin")
+    assert "could not connect" in _connect_error(url, timeout_ms=500)
