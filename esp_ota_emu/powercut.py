@@ -1,0 +1,498 @@
+"""The power-cut campaign: an OTA, the reset after it and the app's confirmation, cut at every flash operation.
+
+ESP-IDF's OTA is meant to survive losing power at any moment. The campaign checks it for one device
+and one update:
+
+1. **Record.** The update is downloaded once: over HTTPS through the emulator's esp_https_ota (its
+   flash operations recorded), or taken from a file. Then the same update is *replayed* from memory
+   through :class:`~esp_ota_emu.ota_ops.OtaOps` exactly as esp_https_ota drives it (``esp_ota_begin``
+   with sequential or bulk erase, ``esp_ota_write`` with the 1024-byte header first and then
+   ``buffer_size`` pieces, ``esp_ota_end``, ``esp_ota_set_boot_partition``), followed by a reset (the
+   bootloader with its own otadata writes) and ``esp_ota_mark_app_valid_cancel_rollback`` in the new
+   app. The replay must make the HTTPS run's flash operations one for one; the campaign refuses to
+   run otherwise.
+2. **Cut.** For each cut point (operation ``k``, cleanly before it or with it torn): put the flash
+   back to the start with the undo log, run the scenario until the power goes at ``k``, power on
+   (a fresh device: RAM is gone, eFuses stay), and check the invariants: the bootloader boots an app
+   whose image verifies and which is the old or the new one; otadata still selects an app; nothing
+   outside the target slot and otadata was written; with ``resume``, continuing the interrupted
+   download from the progress the app had saved gives a slot byte-identical to the image.
+
+Cut points are independent, so they are shared out over worker processes, each with its own flash copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from multiprocessing import get_all_start_methods, get_context
+from pathlib import Path
+
+from .device import Device, DeviceSettings, DeviceState
+from .errors import EspError, InputError
+from .faults import CutInjector, OpRecorder, PowerCut, UndoLog
+from .flash import Flash, FlashOp
+from .https_ota.config import IMAGE_HEADER_SIZE
+from .ota_ops import OTA_SIZE_UNKNOWN, OTA_WITH_SEQUENTIAL_WRITES
+from .otadata import OtaData, get_active_otadata
+from .partitions import Partition
+
+PHASES = ("download", "otadata", "bootloader", "confirm")
+AFTER = "after"  # the cut point after the last operation: the update ran to its end
+PROGRESS_STEP = 64 * 1024  # the resumable OTA saves its progress (bytes written) every 64 KiB
+MIN_CUTS_PER_WORKER = 64  # below this, starting another process costs more than it saves
+
+
+class ScratchDevice(Device):
+    """A device whose settings and state live only in memory (the campaign never writes a sidecar)."""
+
+    def save(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class OtaPlan:
+    """One update as esp_https_ota writes it: the image, its read size and its erase mode."""
+
+    image: bytes
+    buffer_size: int = IMAGE_HEADER_SIZE  # max(http buffer_size, 1024): the size of each read after the header
+    bulk_flash_erase: bool = False
+
+    @property
+    def erase_size(self) -> int:
+        """The ``image_size`` esp_https_ota gives esp_ota_begin."""
+        if self.bulk_flash_erase:
+            return len(self.image) or OTA_SIZE_UNKNOWN
+        return OTA_WITH_SEQUENTIAL_WRITES
+
+    def chunks(self, start: int = 0) -> Iterator[memoryview]:
+        """The esp_ota_write calls from byte ``start``: the 1024-byte header first (when starting at 0),
+        then ``buffer_size`` pieces, as esp_http_client_read fills its buffer."""
+        view = memoryview(self.image)
+        pos = start
+        if pos == 0:
+            yield view[:IMAGE_HEADER_SIZE]
+            pos = IMAGE_HEADER_SIZE
+        while pos < len(view):
+            yield view[pos : pos + self.buffer_size]
+            pos += self.buffer_size
+
+
+@dataclass
+class ScenarioLog:
+    """What one scenario run did so far: where each phase started, the app's saved progress."""
+
+    base: int
+    flash: Flash
+    phase_starts: dict[str, int] = field(default_factory=dict)
+    progress: int = 0  # bytes_written as last saved by the app (resumable OTA)
+    booted: str | None = None
+
+    def enter(self, phase: str) -> None:
+        self.phase_starts[phase] = self.flash.op_count - self.base
+
+
+def run_scenario(dev: Device, target: Partition, plan: OtaPlan, log: ScenarioLog) -> None:
+    """The update as an app runs it, the reset that follows and the new app's confirmation."""
+    ota = dev.ota
+    log.enter("download")
+    handle = ota.begin(target, plan.erase_size)
+    written = 0
+    for chunk in plan.chunks():
+        ota.write(handle, chunk)
+        written += len(chunk)
+        if written - log.progress >= PROGRESS_STEP:
+            log.progress = written
+    ota.end(handle)
+    log.enter("otadata")
+    ota.set_boot_partition(target)
+    log.enter("bootloader")
+    result = dev.boot()
+    log.booted = result.booted.label if result.booted else None
+    log.enter("confirm")
+    if result.booted == target:
+        ota.mark_app_valid_cancel_rollback()
+    log.enter(AFTER)
+
+
+def resume_ota(dev: Device, target: Partition, plan: OtaPlan, progress: int) -> None:
+    """The resumable esp_https_ota after a reboot: esp_ota_resume at the saved progress (from 0 when
+    less than the 1024-byte header was saved), the rest of the image, esp_ota_end, set_boot_partition."""
+    ota = dev.ota
+    start = progress if progress >= IMAGE_HEADER_SIZE else 0
+    if dev.flash_encryption_enabled:
+        start &= ~0xF
+    if start:
+        handle = ota.resume(target, plan.erase_size, start)
+    else:
+        handle = ota.begin(target, plan.erase_size)
+    for chunk in plan.chunks(start):
+        ota.write(handle, chunk)
+    ota.end(handle)
+    ota.set_boot_partition(target)
+
+
+@dataclass(frozen=True)
+class CutPoint:
+    index: int  # operation index from the start of the scenario; == operation count: after the end
+    torn: bool
+
+    @property
+    def variant(self) -> str:
+        return "torn" if self.torn else "cut"
+
+
+@dataclass
+class CutResult:
+    index: int
+    torn: bool
+    phase: str
+    outcome: str  # "old", "new", "bricked" or "other"
+    failures: list[str]
+    left: str | None = None  # what a torn operation left behind
+    resumed: bool | None = None  # with resume: whether the resumed OTA gave a byte-identical slot
+
+    @property
+    def bricked(self) -> bool:
+        return self.outcome == "bricked"
+
+
+@dataclass
+class Setup:
+    """Everything a worker needs to run cut points (picklable)."""
+
+    start_flash: str
+    settings: DeviceSettings
+    state: DeviceState
+    plan: OtaPlan
+    target: str
+    old: str
+    allowed: tuple[tuple[int, int], ...]  # flash ranges the scenario may change
+    phase_starts: dict[str, int]
+    op_count: int
+    seed: int
+    resume: bool
+    start_active_ok: bool
+
+
+class Worker:
+    """Runs cut points on its own copy of the starting flash, restoring it by undo log between them."""
+
+    def __init__(self, setup: Setup, folder: Path):
+        self.setup = setup
+        path = folder / f"worker-{os.getpid()}.bin"
+        shutil.copyfile(setup.start_flash, path)
+        self.flash = Flash.open(path)
+        self.undo = UndoLog(self.flash)
+        self.cutter = CutInjector(self.flash)
+
+    def close(self) -> None:
+        self.flash.close()
+
+    def _device(self, settings: DeviceSettings, state: DeviceState) -> ScratchDevice:
+        return ScratchDevice(self.flash, settings, state)
+
+    def phase_of(self, index: int) -> str:
+        current = PHASES[0]
+        for phase in (*PHASES, AFTER):
+            start = self.setup.phase_starts.get(phase)
+            if start is not None and start <= index:
+                current = phase
+        return current
+
+    def run(self, point: CutPoint) -> CutResult:
+        s = self.setup
+        self.undo.restore(0)
+        settings = replace(s.settings)
+        dev = self._device(settings, copy.deepcopy(s.state))
+        target = dev.partitions.find(s.target)
+        log = ScenarioLog(self.flash.op_count, self.flash)
+        failures: list[str] = []
+        self.cutter.arm(point.index, torn=point.torn, seed=s.seed)
+        try:
+            run_scenario(dev, target, plan=s.plan, log=log)
+        except PowerCut:
+            pass
+        except EspError as err:
+            failures.append(f"the update itself failed: {err}")
+        finally:
+            self.cutter.disarm()
+        # Power on: RAM (the device's state) is gone, the eFuses (settings) keep what was burned.
+        dev = self._device(settings, DeviceState())
+        boot = dev.boot(power_on=True)
+        outcome = self._check_boot(dev, boot.booted, failures)
+        self._check_otadata(dev, failures)
+        self._check_writes(failures)
+        result = CutResult(point.index, point.torn, self.phase_of(point.index), outcome, failures, self.cutter.left)
+        if s.resume and outcome == "old" and result.phase in ("download", "otadata"):
+            result.resumed = self._check_resume(dev, target, log.progress, failures)
+        return result
+
+    def _check_boot(self, dev: Device, booted: Partition | None, failures: list[str]) -> str:
+        if booted is None:
+            failures.append("no bootable app: the bootloader found nothing to boot")
+            return "bricked"
+        verified = dev.verify_partition(booted)
+        if not verified.ok:
+            failures.append(f"boots '{booted.label}' whose image does not verify: {verified.reason}")
+            return "bricked"
+        if booted.label == self.setup.target:
+            return "new"
+        if booted.label == self.setup.old:
+            return "old"
+        failures.append(f"boots '{booted.label}', neither the old app ('{self.setup.old}') nor the new one")
+        return "other"
+
+    def _check_otadata(self, dev: Device, failures: list[str]) -> None:
+        part = dev.partitions.otadata()
+        if part is None:
+            return
+        entries = OtaData(dev.io, part).read()
+        if self.setup.start_active_ok and get_active_otadata(entries) == -1:
+            failures.append("otadata has no valid entry any more: " + "; ".join(e.describe() for e in entries))
+
+    def _check_writes(self, failures: list[str]) -> None:
+        for start, end in self.undo.ranges():
+            if not any(lo <= start and end <= hi for lo, hi in self.setup.allowed):
+                failures.append(f"wrote 0x{start:x}..0x{end:x}, outside the target slot and otadata")
+                return
+
+    def _check_resume(self, dev: Device, target: Partition, progress: int, failures: list[str]) -> bool:
+        image = self.setup.plan.image
+        try:
+            resume_ota(dev, target, self.setup.plan, progress)
+        except EspError as err:
+            failures.append(f"the resumed OTA (from byte {progress}) failed: {err}")
+            return False
+        if dev.io.read(target, 0, len(image)) != image:
+            failures.append(f"the resumed OTA (from byte {progress}) left a slot that differs from the image")
+            return False
+        return True
+
+
+def _run_shard(setup: Setup, points: Sequence[CutPoint], folder: str) -> list[CutResult]:
+    worker = Worker(setup, Path(folder))
+    try:
+        return [worker.run(p) for p in points]
+    finally:
+        worker.close()
+
+
+@dataclass
+class Report:
+    """The campaign's results: cut points by phase and outcome, failures with their reproduction."""
+
+    image_size: int
+    target: str
+    old: str
+    operations: int
+    phase_operations: dict[str, int]
+    seed: int
+    results: list[CutResult]
+    seconds: float
+    replay_checked_against_https: bool
+
+    @property
+    def bricked(self) -> int:
+        return sum(r.bricked for r in self.results)
+
+    @property
+    def failed(self) -> list[CutResult]:
+        return [r for r in self.results if r.failures]
+
+    def by_phase(self) -> dict[str, dict[str, int]]:
+        table: dict[str, dict[str, int]] = {}
+        for phase in (*PHASES, AFTER):
+            rows = [r for r in self.results if r.phase == phase]
+            if not rows and phase == AFTER:
+                continue
+            table[phase] = {
+                "operations": self.phase_operations.get(phase, 0),
+                "cut_points": len(rows),
+                "old": sum(r.outcome == "old" for r in rows),
+                "new": sum(r.outcome == "new" for r in rows),
+                "bricked": sum(r.bricked for r in rows),
+                "failed": sum(bool(r.failures) for r in rows),
+            }
+        return table
+
+    def resume_counts(self) -> dict[str, int]:
+        tried = [r for r in self.results if r.resumed is not None]
+        return {"tried": len(tried), "identical": sum(bool(r.resumed) for r in tried)}
+
+    def to_json(self) -> dict:
+        return {
+            "image_size": self.image_size,
+            "target": self.target,
+            "old": self.old,
+            "operations": self.operations,
+            "seed": self.seed,
+            "seconds": round(self.seconds, 3),
+            "replay_checked_against_https": self.replay_checked_against_https,
+            "phases": self.by_phase(),
+            "resume": self.resume_counts(),
+            "failures": [
+                {**asdict(r), "variant": "torn" if r.torn else "cut", "seed": self.seed} for r in self.failed
+            ],
+            "cut_points": len(self.results),
+            "bricked": self.bricked,
+            "failed": len(self.failed),
+        }
+
+
+class Campaign:
+    """Prepare once (start state, recorded operations), then run any set of cut points."""
+
+    def __init__(self, device: Device, plan: OtaPlan, *, seed: int = 0, resume: bool = False,
+                 https_ops: list[FlashOp] | None = None):
+        if resume and device.settings.idf_release != "newest":
+            raise InputError("OTA resumption (esp_ota_resume) exists only in the newest ESP-IDF: use --idf-release newest")
+        if len(plan.image) < IMAGE_HEADER_SIZE:
+            raise InputError(
+                f"the image is {len(plan.image)} bytes; esp_https_ota needs at least the {IMAGE_HEADER_SIZE}-byte header"
+            )
+        self._tmp = tempfile.TemporaryDirectory(prefix="esp-ota-emu-powercut-")
+        self.folder = Path(self._tmp.name)
+        self.plan = plan
+        self.seed = seed
+        start = self.folder / "start.bin"
+        dev = _scratch_copy(device, start)
+        try:
+            dev.power_on_if_needed()
+            old = dev.running
+            target = dev.ota.get_next_update_partition(None)
+            if target is None:
+                raise EspError("ESP_ERR_NOT_FOUND", "the partition table has no OTA slot to update")
+            otadata = dev.partitions.otadata()
+            allowed = [(target.offset, target.end)]
+            if otadata is not None:
+                allowed.append((otadata.offset, otadata.end))
+            start_active_ok = otadata is not None and get_active_otadata(OtaData(dev.io, otadata).read()) != -1
+            settings, state = replace(dev.settings), copy.deepcopy(dev.state)
+            # The dry run: the whole scenario once, recorded, then undone.
+            recorder, undo = OpRecorder(), UndoLog(dev.flash)
+            dev.flash.hooks.append(recorder)
+            log = ScenarioLog(dev.flash.op_count, dev.flash)
+            run_scenario(dev, target, plan, log)
+            undo.restore(0)
+        finally:
+            dev.close()
+        self.ops = recorder.ops
+        self.phase_starts = log.phase_starts
+        if https_ops is not None:
+            _compare_with_https(self.ops[: log.phase_starts["bootloader"]], https_ops)
+        self.replay_checked = https_ops is not None
+        self.setup = Setup(
+            str(start), settings, state, plan, target.label, old.label, tuple(allowed), log.phase_starts,
+            len(self.ops), seed, resume, start_active_ok,
+        )
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    def __enter__(self) -> Campaign:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def op_count(self) -> int:
+        return len(self.ops)
+
+    def every_point(self) -> list[CutPoint]:
+        """Every operation cut cleanly and torn, and the cut after the last operation."""
+        points = [CutPoint(k, torn) for k in range(self.op_count) for torn in (False, True)]
+        return points + [CutPoint(self.op_count, False)]
+
+    def sample_points(self, n: int) -> list[CutPoint]:
+        """``n`` cut points drawn (seeded) from :meth:`every_point`, in operation order."""
+        every = self.every_point()
+        chosen = random.Random(f"esp-ota-emu/sample/{self.seed}").sample(range(len(every)), min(n, len(every)))
+        return [every[i] for i in sorted(chosen)]
+
+    def phase_operations(self) -> dict[str, int]:
+        bounds = [self.phase_starts[p] for p in PHASES] + [self.op_count]
+        return {p: bounds[i + 1] - bounds[i] for i, p in enumerate(PHASES)}
+
+    def run(self, points: Sequence[CutPoint], *, jobs: int = 1) -> Report:
+        started = time.perf_counter()
+        jobs = max(1, min(jobs, len(points) // MIN_CUTS_PER_WORKER))
+        if jobs == 1:
+            results = _run_shard(self.setup, points, str(self.folder))
+        else:
+            shards = [points[i::jobs] for i in range(jobs)]
+            # fork where there is one: workers then need no re-import (and no ``__main__`` guard in scripts)
+            method = "fork" if "fork" in get_all_start_methods() else "spawn"
+            with ProcessPoolExecutor(jobs, mp_context=get_context(method)) as pool:
+                futures = [pool.submit(_run_shard, self.setup, shard, str(self.folder)) for shard in shards]
+                results = [r for f in futures for r in f.result()]
+            results.sort(key=lambda r: (r.index, r.torn))
+        return Report(
+            len(self.plan.image), self.setup.target, self.setup.old, self.op_count, self.phase_operations(),
+            self.seed, results, time.perf_counter() - started, self.replay_checked,
+        )
+
+
+def _scratch_copy(device: Device, path: Path) -> ScratchDevice:
+    """Copy a device's flash into ``path`` (streamed) and open it as a scratch device with the same settings."""
+    size, step = device.flash.size, 1 << 20
+    with open(path, "wb") as out:
+        for addr in range(0, size, step):
+            out.write(device.flash.view(addr, min(step, size - addr)))
+    return ScratchDevice(Flash.open(path), replace(device.settings), copy.deepcopy(device.state))
+
+
+def _op_key(op: FlashOp) -> tuple:
+    return (op.kind, op.addr, op.length, op.data)
+
+
+def _compare_with_https(replayed: list[FlashOp], https: list[FlashOp]) -> None:
+    """The replay must erase and program exactly what the HTTPS run did, in the same order."""
+    for i, (a, b) in enumerate(zip(replayed, https)):
+        if _op_key(a) != _op_key(b):
+            raise EspError(
+                "ESP_FAIL",
+                f"the replayed OTA differs from the HTTPS run at flash operation {i}: "
+                f"{a.kind} 0x{a.addr:x}+{a.length} instead of {b.kind} 0x{b.addr:x}+{b.length}",
+            )
+    if len(replayed) != len(https):
+        raise EspError(
+            "ESP_FAIL",
+            f"the replayed OTA makes {len(replayed)} flash operations, the HTTPS run made {len(https)}",
+        )
+
+
+def record_https_ota(device: Device, url: str, **https_options) -> tuple[OtaPlan, list[FlashOp]]:
+    """Run the real HTTPS OTA once on a scratch copy of ``device``: the image it wrote and its flash operations.
+
+    ``https_options`` go to :func:`esp_ota_emu.https_ota.api.https_ota` (``cert_pem``,
+    ``bulk_flash_erase``, ``buffer_size``, ...). Flash operations of the power-on that precedes the
+    update (when the emulator never booted this flash) are not part of the list.
+    """
+    from .https_ota.api import https_ota
+
+    with tempfile.TemporaryDirectory(prefix="esp-ota-emu-record-") as tmp:
+        dev = _scratch_copy(device, Path(tmp) / "record.bin")
+        try:
+            dev.power_on_if_needed()
+            recorder = OpRecorder()
+            dev.flash.hooks.append(recorder)
+            result = https_ota(dev, url, **https_options)
+            slot = dev.partitions.find(result.partition)
+            image = dev.io.read(slot, 0, result.bytes_written)
+        finally:
+            dev.close()
+    plan = OtaPlan(
+        image,
+        buffer_size=max(https_options.get("buffer_size", 0), IMAGE_HEADER_SIZE),
+        bulk_flash_erase=bool(https_options.get("bulk_flash_erase", False)),
+    )
+    return plan, recorder.ops
