@@ -233,27 +233,46 @@ def _segment_offsets(image: bytes) -> list[int]:
     return offsets
 
 
-REGIONS = {  # name -> (start, end) for random sections on the ESP32
-    "dram": (0x3FFB0000, 0x3FFC0000),
-    "iram": (0x40080000, 0x40090000),
-    "rtc": (0x400C0000, 0x400C1000),
-    "drom": (0x3F400000, 0x3F480000),
-    "irom": (0x400D0000, 0x40150000),
+REGIONS = {  # chip -> region name -> (start, end) for random sections
+    "esp32": {
+        "dram": (0x3FFB0000, 0x3FFC0000),
+        "iram": (0x40080000, 0x40090000),
+        "rtc": (0x400C0000, 0x400C1000),
+        "drom": (0x3F400000, 0x3F480000),
+        "irom": (0x400D0000, 0x40150000),
+    },
+    "esp32c3": {
+        "dram": (0x3FC80000, 0x3FCC0000),
+        "iram": (0x40380000, 0x403A0000),
+        "drom": (0x3C000000, 0x3C080000),
+        "irom": (0x42000000, 0x42080000),
+    },
+    "esp32c6": {  # one shared flash window: IROM and DROM kinds overlap
+        "ram": (0x40800000, 0x40840000),
+        "irom": (0x42000000, 0x42080000),
+        "drom": (0x42800000, 0x42880000),
+    },
 }
 
 
 @st.composite
-def random_layouts(draw):
+def random_layouts(draw, chip: str = "esp32"):
     sections = []
+    regions = REGIONS[chip]
     for index in range(draw(st.integers(1, 6))):
-        region = draw(st.sampled_from(list(REGIONS)))
-        start, end = REGIONS[region]
+        region = draw(st.sampled_from(list(regions)))
+        start, end = regions[region]
         addr = start + 4 * draw(st.integers(0, (end - start) // 8))
         size = draw(st.integers(1, 0x2400))
         sections.append((f".{region}.s{index}", addr, pattern(size, index)))
     if draw(st.booleans()):  # a section right after another one
         name, addr, data = sections[-1]
         sections.append((name + ".next", addr + len(data) + (-len(data) % 4), pattern(draw(st.integers(1, 64)))))
+    if draw(st.booleans()):  # one flash section is the app descriptor: it goes first
+        flash = [i for i, (name, *_) in enumerate(sections) if "rom" in name]
+        if flash:
+            i = draw(st.sampled_from(flash))
+            sections[i] = (".flash.appdesc", sections[i][1], app_desc() + sections[i][2])
     return sections
 
 
@@ -262,6 +281,16 @@ def random_layouts(draw):
 def test_random_esp32_layouts_match_esptool(sections, options):
     elf = make_elf(sections)
     assert ours(elf, "esp32", **options) == oracle(elf, "esp32", **options)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data(), st.sampled_from(["esp32c3", "esp32c6"]), st.sampled_from([{}, {"secure_pad_v2": True}, {"flash_mmu_page_size": "16KB"}]))
+def test_random_riscv_layouts_match_esptool(data, chip, options):
+    elf = make_elf(data.draw(random_layouts(chip)), machine=0xF3, entry=0x42000020)
+    mine = dict(options)
+    if "flash_mmu_page_size" in mine:
+        mine["flash_mmu_page_size"] = 0x4000
+    assert ours(elf, chip, **mine) == oracle(elf, chip, **options)
 
 
 # -- bad input ---------------------------------------------------------------------------------------------
