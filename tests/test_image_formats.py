@@ -10,6 +10,7 @@ import pytest
 from esp_ota_emu.formats.app_desc import APP_DESC_OFFSET, APP_DESC_SIZE, AppDesc, c_text
 from esp_ota_emu.formats.bootloader_desc import BOOTLOADER_DESC_SIZE, BootloaderDesc
 from esp_ota_emu.formats.image import CommonImageHeader, ImageHeader, SegmentHeader
+from esp_ota_emu.errors import InputError
 from esp_ota_emu.image import parse_image
 from esp_ota_emu.image.reader import xor_bytes
 
@@ -80,3 +81,20 @@ def test_xor_fold_equals_bytewise_xor(size):
 def test_c_text_keeps_what_esptool_shows():
     assert c_text(b"v5.2.2\0\0\0") == "v5.2.2"
     assert c_text(b"ab\0cd\0") == "abcd"  # esptool removes NULs, it does not stop at the first
+
+
+def test_parse_inside_a_flash_view_without_copying(realdata):
+    """An image read in place from a merged flash dump: offsets are flash addresses, a limit bounds it."""
+    flash = (realdata / "derived/esp32_arduino-idf-v4.4.7_fivef_merged_4MB_with_boot_app0.bin").read_bytes()
+    view = memoryview(flash)
+    app = parse_image(view, 0x10000, 0x140000)
+    assert app.segments[0].file_offset == 0x10000 + 24
+    assert app.app_desc is not None and app.checksum_ok and app.hash_ok
+    assert app.end == 0x10000 + app.image_len
+    assert app.signature_sector_offset == -(-app.end // 4096) * 4096
+    boot = parse_image(view, 0x1000, 0x7000)
+    assert boot.checksum_ok and boot.chip.name == "esp32"
+    with pytest.raises(InputError, match="truncated: segment"):
+        parse_image(view, 0x10000, 0x1000)
+    with pytest.raises(InputError, match="erased flash"):
+        parse_image(view, 0x0)
