@@ -49,8 +49,8 @@ MAX_SEGMENT_LEN = 0x1000000
 @dataclass
 class _Segment:
     addr: int
-    data: bytes
-    name: str  # the ELF section's name; "" for a padding segment
+    data: bytes | bytearray
+    name: str  # the ELF section's name
 
 
 def size_bytes(text: str) -> int:
@@ -115,7 +115,7 @@ def _merge_adjacent(segments: list[_Segment], chip: Chip) -> list[_Segment]:
         ):
             merged[-1].data += segment.data
         else:
-            merged.append(_Segment(segment.addr, segment.data, segment.name))
+            merged.append(_Segment(segment.addr, bytearray(segment.data), segment.name))
         previous = segment
     return merged
 
