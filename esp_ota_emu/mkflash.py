@@ -317,6 +317,12 @@ def plan_flash(
     bl_bytes, patch = patch_flash_params(
         bytes(bl_raw), the_chip, flash_mode=flash_mode or KEEP, flash_freq=flash_freq or KEEP, flash_size=header_size
     )
+    trailer = memoryview(bl_raw)[bl_image.end :]
+    if bl_bytes != bl_raw and trailer.nbytes != bytes(trailer).count(FILL):
+        raise InputError(
+            f"the bootloader carries {trailer.nbytes} bytes after its image (a Secure Boot signature): patching "
+            "its header would invalidate it; keep the header's flash settings (flash size 'keep')"
+        )
 
     layout = FlashLayout(size, the_chip, table, partition_table_offset, bootloader_patch=patch)
     layout.regions.append(Region(bl_offset, bl_bytes, "bootloader", patch.describe()))
