@@ -50,8 +50,8 @@ class Chip:
     extram: Range = (0, 0)  # SOC_EXTRAM, flash-mapped too on chips with a per-target MMU
     flash_sizes: tuple[tuple[str, int], ...] = FLASH_SIZES
     mmu_page_sizes: tuple[int, ...] = (0x10000,)  # configurable CONFIG_MMU_PAGE_SIZE values
-    secure_boot_schemes: tuple[str, ...] = ()
-    efuse_secure_version_bits: int = 16
+    secure_boot_schemes: tuple[str, ...] = ()  # SOC_SECURE_BOOT_V2_RSA/ECC (+ P-384) and ESP32's V1
+    efuse_secure_version_bits: int = 16  # width of the SECURE_VERSION eFuse field
     flash_encryption: str = "xts-aes"
     qemu_machine: str | None = None
 
@@ -258,7 +258,7 @@ CHIPS: tuple[Chip, ...] = (
         ram_regions=((0x40800000, 0x40850000),),
         flash_freqs=_FREQ_80_NO26,
         mmu_page_sizes=(0x2000, 0x4000, 0x8000, 0x10000),
-        secure_boot_schemes=("ecdsa192", "ecdsa256", "ecdsa384"),
+        secure_boot_schemes=("ecdsa192", "ecdsa256"),
     ),
     Chip(
         name="esp32c5",
@@ -283,6 +283,7 @@ CHIPS: tuple[Chip, ...] = (
         ram_regions=((0x40800000, 0x40860000), (0x50000000, 0x50004000)),
         flash_freqs=_FREQ_80_NO26,
         secure_boot_schemes=("rsa3072", "ecdsa192", "ecdsa256", "ecdsa384"),
+        efuse_secure_version_bits=9,
     ),
     Chip(
         name="esp32h2",
@@ -332,7 +333,7 @@ CHIPS: tuple[Chip, ...] = (
         ram_regions=((0x4FF00000, 0x4FFC0000), (0x50108000, 0x50110000), (0x30100000, 0x30102000)),
         extram=(0x48000000, 0x4C000000),
         flash_freqs=_FREQ_80,
-        secure_boot_schemes=("rsa3072", "ecdsa192", "ecdsa256"),
+        secure_boot_schemes=("rsa3072", "ecdsa192", "ecdsa256", "ecdsa384"),
     ),
     Chip(
         name="esp32h21",
@@ -357,7 +358,7 @@ CHIPS: tuple[Chip, ...] = (
         ram_regions=((0x40800000, 0x40850000), (0x50000000, 0x50001000)),
         flash_freqs=(("48m", 0xF), ("24m", 0x0)),
         mmu_page_sizes=(0x2000, 0x4000, 0x8000, 0x10000),
-        secure_boot_schemes=("rsa3072", "ecdsa192", "ecdsa256"),
+        secure_boot_schemes=("rsa3072",),
     ),
     Chip(
         name="esp32h4",
@@ -380,7 +381,6 @@ CHIPS: tuple[Chip, ...] = (
         ram_regions=((0x40810000, 0x40860000), (0x50000000, 0x50004000)),
         flash_freqs=(("48m", 0xF), ("24m", 0x0)),
         mmu_page_sizes=(0x2000, 0x4000, 0x8000, 0x10000),
-        secure_boot_schemes=("rsa3072", "ecdsa192", "ecdsa256"),
     ),
 )
 
