@@ -28,6 +28,7 @@ from ..formats.image import (
     SegmentHeader,
 )
 from .elf import ElfFile
+from .reader import xor_bytes
 
 # esptool's --flash-mode names and the header's spi_mode values.
 FLASH_MODES = {"qio": 0, "qout": 1, "dio": 2, "dout": 3}
@@ -162,22 +163,8 @@ class _ImageWriter:
             raise InputError(f"segment {name} length {len(data):#x} exceeds the 16 MB limit")
         self.out += SegmentHeader.build(dict(load_addr=addr, data_len=len(data)))
         self.out += data
-        self.checksum = xor_checksum(data, self.checksum)
+        self.checksum ^= xor_bytes(memoryview(data))
         self.count += 1
-
-
-def xor_checksum(data: bytes, seed: int = ESP_CHECKSUM_MAGIC) -> int:
-    """The esp_image checksum: XOR of every data byte, starting from ``seed``."""
-    if not data:
-        return seed
-    # XOR the bytes as one big integer folded down to a byte: fast for multi-megabyte segments.
-    value = int.from_bytes(data, "little")
-    width = len(data) * 8
-    while width > 8:
-        half = (width // 16) * 8
-        value = (value & ((1 << half) - 1)) ^ (value >> half)
-        width -= half
-    return seed ^ value
 
 
 def _pad_alignment(position: int, addr: int, page: int) -> int:
