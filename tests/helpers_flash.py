@@ -1,0 +1,68 @@
+"""Test flashes assembled from real parts: a real bootloader, a table from CSV, sample or real apps.
+
+Written with ``Flash.write_raw`` (as ``esptool write-flash`` would put them), so the tests start from
+exactly the bytes a programmed device holds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from esp_ota_emu.flash import SECTOR_SIZE, Flash
+from esp_ota_emu.formats.otadata import build_entry
+from esp_ota_emu.partitions import PartitionTable
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "firmware_samples"
+# IDF 4.4.2 bootloader built with CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE (booted in QEMU by the data set's authors)
+ROLLBACK_BOOTLOADER = "arduino-esp32/v2.0.5_custom-logging-rollback_via_chegewara/bootloader_dio_40m.bin"
+# IDF v5.2 bootloader, rollback off
+V52_BOOTLOADER = "esptool/images/bootloader_esp32_v5_2.bin"
+MERGED_4MB = "derived/esp32_arduino-idf-v4.4.7_fivef_merged_4MB_with_boot_app0.bin"
+
+
+def sample(name: str) -> bytes:
+    """A firmware sample: ``v1``, ``v2``, ``v3`` (secure_version 2) or ``broken`` (bad SHA-256)."""
+    return (SAMPLES / f"sample_{name}.bin").read_bytes()
+
+
+def real_app(realdata: Path) -> bytes:
+    """The Arduino (IDF 4.4.7) app at 0x10000 of the real merged 4 MB image, trimmed to its image length."""
+    from esp_ota_emu.image import parse_image
+
+    data = (realdata / MERGED_4MB).read_bytes()
+    image = parse_image(memoryview(data), 0x10000, 0x140000, layout="esp32")
+    return data[0x10000 : 0x10000 + image.image_len]
+
+
+def make_flash(
+    path: Path,
+    realdata: Path,
+    csv: str,
+    apps: dict[str, bytes] | None = None,
+    *,
+    size: int = 4 << 20,
+    bootloader: str = ROLLBACK_BOOTLOADER,
+    otadata: tuple[bytes | None, bytes | None] | None = None,
+) -> Path:
+    """Create ``path``: bootloader at 0x1000, the CSV's table at 0x8000, ``apps`` by label, otadata entries."""
+    table = PartitionTable.from_csv(csv)
+    with Flash.create(path, size) as flash:
+        flash.write_raw(0x1000, (realdata / bootloader).read_bytes())
+        flash.write_raw(0x8000, table.to_binary())
+        for label, image in (apps or {}).items():
+            flash.write_raw(table.find(label).offset, image)
+        if otadata is not None:
+            write_otadata(flash, table.otadata().offset, *otadata)
+    return path
+
+
+def write_otadata(flash: Flash, offset: int, e0: bytes | None, e1: bytes | None) -> None:
+    """Set both otadata sectors: each an entry (32 bytes) then 0xFF, or all 0xFF for None."""
+    for i, entry in enumerate((e0, e1)):
+        sector = (entry or b"").ljust(SECTOR_SIZE, b"\xff")
+        flash.write_raw(offset + i * SECTOR_SIZE, sector)
+
+
+def entry(seq: int, state: int = 0xFFFFFFFF, crc: int | None = None) -> bytes:
+    return build_entry(seq, state, crc=crc)
