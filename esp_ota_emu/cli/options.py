@@ -40,10 +40,21 @@ def device_options(func):
                   help="Bootloader built with CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK.")
     @click.option("--skip-validation-on-power-on/--validate-on-power-on", default=None,
                   help="CONFIG_BOOTLOADER_SKIP_VALIDATE_ON_POWER_ON (Arduino's stock bootloaders).")
+    @click.option("--skip-validation-always/--no-skip-validation-always", default=None,
+                  help="CONFIG_BOOTLOADER_SKIP_VALIDATE_ALWAYS.")
+    @click.option("--factory-reset/--no-factory-reset", default=None,
+                  help="CONFIG_BOOTLOADER_FACTORY_RESET: a factory-reset pin is wired (boot --hold-factory-reset-pin).")
+    @click.option("--factory-reset-data", default=None,
+                  help="CONFIG_BOOTLOADER_DATA_FACTORY_RESET: data partitions a factory reset erases (default nvs).")
+    @click.option("--factory-reset-otadata/--no-factory-reset-otadata", default=None,
+                  help="CONFIG_BOOTLOADER_OTA_DATA_ERASE: a factory reset also erases otadata.")
+    @click.option("--app-test/--no-app-test", default=None,
+                  help="CONFIG_BOOTLOADER_APP_TEST: a test-app pin is wired (boot --hold-test-pin).")
     @click.option("--efuse-secure-version", default=None, type=int, help="The anti-rollback eFuse value.")
     @functools.wraps(func)
     def wrapper(*args, chip, chip_rev, idf_release, partition_table_offset, rollback, anti_rollback,
-                skip_validation_on_power_on, efuse_secure_version, **kwargs):
+                skip_validation_on_power_on, skip_validation_always, factory_reset, factory_reset_data,
+                factory_reset_otadata, app_test, efuse_secure_version, **kwargs):
         settings = dict(
             chip=chip,
             chip_rev=_chip_rev(chip_rev),
@@ -52,6 +63,11 @@ def device_options(func):
             rollback=rollback,
             anti_rollback=anti_rollback,
             skip_validation_on_power_on=skip_validation_on_power_on,
+            skip_validation_always=skip_validation_always,
+            factory_reset=factory_reset,
+            factory_reset_data=factory_reset_data,
+            factory_reset_otadata=factory_reset_otadata,
+            app_test=app_test,
             efuse_secure_version=efuse_secure_version,
         )
 
