@@ -195,7 +195,7 @@ def test_fields_match_espefuse_esp32c3(sec, tmp_path):
     model.enable_flash_encryption()
     model.burn_secure_version(5)
     model.enable_secure_boot_v2()
-    model._set_chip_revision(3)
+    model.burn("WAFER_VERSION_MINOR_LO", 3)
     got = _from_espefuse("esp32c3", vfile, drop_protection=True)
     assert got.blocks == model.blocks
     assert got.chip_revision == 3 and got.secure_version == 5 and got.flash_encryption_key == key
