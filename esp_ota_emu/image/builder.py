@@ -22,6 +22,7 @@ from ..formats.image import (
     ESP_IMAGE_HEADER_MAGIC,
     ESP_IMAGE_MAX_SEGMENTS,
     HASH_LEN,
+    IMAGE_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
     WP_PIN_DISABLED,
     ImageHeader,
@@ -99,7 +100,7 @@ def _page_size(elf: ElfFile, chip: Chip, flash_mmu_page_size: int | None) -> int
         return size
     # Older apps: the largest page size the descriptor's address (less both headers) is aligned to.
     for size in reversed(chip.mmu_page_sizes):
-        if (appdesc.addr - 24 - SEGMENT_HEADER_SIZE) % size == 0:
+        if (appdesc.addr - IMAGE_HEADER_SIZE - SEGMENT_HEADER_SIZE) % size == 0:
             return size
     return default
 
