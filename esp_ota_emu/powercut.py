@@ -413,10 +413,15 @@ class Campaign:
         return points + [CutPoint(self.op_count, False)]
 
     def sample_points(self, n: int) -> list[CutPoint]:
-        """``n`` cut points drawn (seeded) from :meth:`every_point`, in operation order."""
+        """``n`` cut points (seeded), in operation order: the few after the download first (otadata,
+        bootloader and confirmation writes are where an OTA is most fragile), the rest drawn from it."""
         every = self.every_point()
-        chosen = random.Random(f"esp-ota-emu/sample/{self.seed}").sample(range(len(every)), min(n, len(every)))
-        return [every[i] for i in sorted(chosen)]
+        download_end = self.phase_starts["otadata"]
+        rest = [p for p in every if p.index >= download_end][:n]
+        download = [p for p in every if p.index < download_end]
+        rng = random.Random(f"esp-ota-emu/sample/{self.seed}")
+        drawn = rng.sample(download, min(n - len(rest), len(download)))
+        return sorted(drawn + rest, key=lambda p: (p.index, p.torn))
 
     def phase_operations(self) -> dict[str, int]:
         bounds = [self.phase_starts[p] for p in PHASES] + [self.op_count]
