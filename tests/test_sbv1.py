@@ -82,3 +82,12 @@ def test_signed_app_carries_its_block_at_image_len(sec):
     block = SignatureBlockV1.parse(data[image_len : image_len + SIG_BLOCK_V1_SIZE])
     assert len(block.signature) == 64 and any(block.signature)
     assert len(data) == image_len + SIG_BLOCK_V1_SIZE + 12 and len(data) % 0x10000 == 0
+
+
+def test_precalculated_signature_gives_the_vector(sec):
+    data = (sec / "bootloader.bin").read_bytes()
+    pub = load_public_key((sec / "ecdsa256_secure_boot_signing_pubkey.pem").read_bytes())
+    raw = (sec / "pre_calculated_bootloader_signature.bin").read_bytes()
+    assert sbv1.attach_signature(data, pub, raw) == (sec / "bootloader_signed.bin").read_bytes()
+    with pytest.raises(InputError, match="not made over this data"):
+        sbv1.attach_signature(data + b"\0" * 16, pub, raw)

@@ -192,7 +192,7 @@ def test_append_signatures_interoperates(sec, tmp_path):
         assert sbv2.verify_signed_file(three, priv(sec, "ecdsa256", n).public_key()).verified_block == index
     with pytest.raises(InputError, match="already holds 3"):
         sbv2.sign_image(three, [priv(sec, "ecdsa256", "4")], append_signatures=True)
-    with pytest.raises(InputError, match="free signature block"):
+    with pytest.raises(InputError, match="2 signatures but only 1 free signature block"):
         sbv2.sign_image(two, [priv(sec, "ecdsa256", "3"), priv(sec, "ecdsa256", "4")], append_signatures=True)
 
 
@@ -204,3 +204,21 @@ def test_derived_c6_app_verifies_where_idf_looks(realdata, sec):
     assert check.ok and check.sig_offset == image.signature_sector_offset
     assert zlib.crc32(data[check.sig_offset : check.sig_offset + 1196]) == int.from_bytes(
         data[check.sig_offset + 1196 : check.sig_offset + 1200], "little")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_precalculated_signatures_match_espsecure(sec, kind, tmp_path):
+    """espsecure's pre-calculated signatures over bootloader_unsigned_v2.bin give the same bytes here."""
+    data = (sec / "bootloader_unsigned_v2.bin").read_bytes()
+    sig = sec / f"pre_calculated_bootloader_signature_{kind}.bin"
+    ours = sbv2.sign_image(data, signatures=[(pub(sec, kind), sig.read_bytes())])
+    out = tmp_path / "theirs.bin"
+    res = espsecure("sign-data", "--version", "2", "--pub-key", str(sec / f"{kind}_secure_boot_signing_pubkey.pem"),
+                    "--signature", str(sig), "-o", str(out), str(sec / "bootloader_unsigned_v2.bin"))
+    assert res.returncode == 0, res.stderr
+    assert ours == out.read_bytes()
+    assert sbv2.verify_signed_file(ours, pub(sec, kind)).ok
+    with pytest.raises(InputError, match="not made over this data"):
+        sbv2.sign_image(data[:-4096] + bytes(4096), signatures=[(pub(sec, kind), sig.read_bytes())])
+    with pytest.raises(InputError, match="multiple of 4096"):
+        sbv2.sign_image(data[:-1], signatures=[(pub(sec, kind), sig.read_bytes())])

@@ -81,3 +81,14 @@ def test_wrong_key_types_give_one_line(sec):
 def test_digest_matches_espsecure_file(sec):
     res = run("digest", "--keyfile", sec / "rsa_secure_boot_signing_key.pem", "--json")
     assert json.loads(res.output)["key_digest"] == (sec / "rsa_public_key_digest.bin").read_bytes().hex()
+
+
+def test_sign_with_precalculated_signature(sec, tmp_path):
+    out = tmp_path / "pre.bin"
+    res = run("sign", "--version", "2", "--pub-key", sec / "ecdsa384_secure_boot_signing_pubkey.pem", "--signature",
+              sec / "pre_calculated_bootloader_signature_ecdsa384.bin", "-o", out, sec / "bootloader_unsigned_v2.bin")
+    assert res.exit_code == 0, res.output
+    assert out.read_bytes() == (sec / "bootloader_signed_v2_ecdsa384.bin").read_bytes()
+    res = run("sign", "--version", "2", "--pub-key", sec / "ecdsa384_secure_boot_signing_pubkey.pem", "-o", out,
+              sec / "bootloader_unsigned_v2.bin")
+    assert res.exit_code == 3 and "one key per signature" in res.output

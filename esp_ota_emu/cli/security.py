@@ -57,23 +57,29 @@ def _emit(as_json: bool, obj: dict, text: str) -> None:
 
 @cli.command("sign")
 @click.option("--version", "version", type=click.Choice(["1", "2"]), required=True, help="Secure Boot version.")
-@click.option("--keyfile", "keyfiles", multiple=True, required=True, help="PEM private key (V2: up to 3).")
+@click.option("--keyfile", "keyfiles", multiple=True, help="PEM private key (V2: up to 3).")
+@click.option("--pub-key", "pub_keys", multiple=True, help="Public key of a pre-calculated --signature.")
+@click.option("--signature", "signatures", multiple=True,
+              help="Pre-calculated signature (V1: raw r||s; V2: RSA-PSS raw or ECDSA DER), one per --pub-key.")
 @click.option("--append-signatures", "-a", is_flag=True, help="V2: keep the valid blocks already in the image.")
 @click.option("--output", "-o", required=True, help="Signed image to write.")
 @click.argument("datafile")
-def sign_cmd(version, keyfiles, append_signatures, output, datafile):
-    """Sign DATAFILE like ``espsecure sign-data``."""
+def sign_cmd(version, keyfiles, pub_keys, signatures, append_signatures, output, datafile):
+    """Sign DATAFILE like ``espsecure sign-data`` (with private keys, or public keys plus signatures)."""
     data = _read(datafile)
     keys = [load_private_key(_read(k)) for k in keyfiles]
+    if len(pub_keys) != len(signatures):
+        raise InputError(f"{len(pub_keys)} --pub-key but {len(signatures)} --signature: give one key per signature")
+    precalc = [(load_public_key(_read(k)), _read(s)) for k, s in zip(pub_keys, signatures)]
     if version == "1":
-        if len(keys) != 1:
+        if len(keys) + len(precalc) != 1:
             raise InputError("Secure Boot V1 signs with exactly one key")
         if append_signatures:
             raise InputError("--append-signatures is for Secure Boot V2")
-        signed = sbv1.sign_image(data, keys[0])
+        signed = sbv1.sign_image(data, keys[0]) if keys else sbv1.attach_signature(data, *precalc[0])
         what = "a 68-byte ECDSA signature block"
     else:
-        signed = sbv2.sign_image(data, keys, append_signatures=append_signatures)
+        signed = sbv2.sign_image(data, keys, append_signatures=append_signatures, signatures=precalc)
         blocks = [b for b in signature_blocks(memoryview(signed)[-SIG_SECTOR_SIZE:]) if b.valid]
         what = f"a signature sector with {len(blocks)} block(s)"
     _write(output, signed)

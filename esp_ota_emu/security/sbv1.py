@@ -52,6 +52,19 @@ def sign_image(data: bytes, private_key: PrivateKey) -> bytes:
     return bytes(data) + signature_block(data, private_key)
 
 
+def attach_signature(data: bytes, public_key: PublicKey, signature: bytes) -> bytes:
+    """``espsecure sign-data --version 1 --pub-key --signature``: append a pre-calculated raw ``r‖s``
+    signature (64 bytes, big-endian), after checking it signs ``data``."""
+    if len(signature) != 64:
+        raise InputError(f"a raw P-256 signature r‖s is 64 bytes, got {len(signature)}")
+    block = SignatureBlockV1.build({"signature": bytes(signature)})
+    try:
+        verify_signature_block(data, block, public_key)
+    except EspError:
+        raise InputError("the pre-calculated signature was not made over this data with this key") from None
+    return bytes(data) + block
+
+
 def verify_signature_block(data: bytes | memoryview, block: bytes | memoryview, public_key: PublicKey) -> None:
     """``esp_secure_boot_verify_ecdsa_signature_block``: raise ``ESP_ERR_IMAGE_INVALID`` unless ``block``
     is a version-0 block whose signature over SHA-256(``data``) verifies with ``public_key``."""

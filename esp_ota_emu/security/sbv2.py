@@ -98,18 +98,18 @@ def _hash(sha_type: int, data) -> bytes:
     return (hashlib.sha384 if sha_type == ECDSA_SHA_384 else hashlib.sha256)(data).digest()
 
 
-def signature_block(signed: bytes | memoryview, private_key: PrivateKey) -> bytes:
-    """One 1216-byte block signing ``signed`` (the 4 KiB-padded image) as espsecure writes it."""
-    version, sha_type, key_bytes = _key_fields(private_key.public_key())
-    digest = _hash(sha_type, signed)
+def _prehashed(sha_type: int) -> utils.Prehashed:
+    return utils.Prehashed(hashes.SHA384() if sha_type == ECDSA_SHA_384 else hashes.SHA256())
+
+
+def _block(public_key: PublicKey, digest: bytes, signature: bytes) -> bytes:
+    """A 1216-byte block for ``signature`` (RSA: big-endian PSS signature; ECDSA: DER) over ``digest``."""
+    version, sha_type, key_bytes = _key_fields(public_key)
     if version == SIG_BLOCK_VERSION_RSA:
-        sig = private_key.sign(digest, _PSS, utils.Prehashed(hashes.SHA256()))
-        body = {"image_digest": digest, "key": RsaPublicKey.parse(key_bytes), "signature": sig[::-1]}
+        body = {"image_digest": digest, "key": RsaPublicKey.parse(key_bytes), "signature": signature[::-1]}
     else:
-        prehashed = utils.Prehashed(hashes.SHA384() if sha_type == ECDSA_SHA_384 else hashes.SHA256())
-        der = private_key.sign(digest, ec.ECDSA(prehashed, deterministic_signing=True))
-        r, s = utils.decode_dss_signature(der)
-        coord = CURVE_COORD_LEN[_CURVES[type(private_key.curve)]]
+        r, s = utils.decode_dss_signature(signature)
+        coord = CURVE_COORD_LEN[_CURVES[type(public_key.curve)]]
         key_struct = EcdsaPublicKey384 if sha_type == ECDSA_SHA_384 else EcdsaPublicKey256
         rs = _le(r, coord) + _le(s, coord)
         body = {
@@ -122,25 +122,62 @@ def signature_block(signed: bytes | memoryview, private_key: PrivateKey) -> byte
     return SignatureBlockV2.build({**fields, "block_crc": block_crc(raw)})
 
 
+def signature_block(signed: bytes | memoryview, private_key: PrivateKey) -> bytes:
+    """One 1216-byte block signing ``signed`` (the 4 KiB-padded image) as espsecure writes it."""
+    version, sha_type, _ = _key_fields(private_key.public_key())
+    digest = _hash(sha_type, signed)
+    if version == SIG_BLOCK_VERSION_RSA:
+        signature = private_key.sign(digest, _PSS, _prehashed(sha_type))
+    else:
+        signature = private_key.sign(digest, ec.ECDSA(_prehashed(sha_type), deterministic_signing=True))
+    return _block(private_key.public_key(), digest, signature)
+
+
+def precalculated_signature_block(signed: bytes | memoryview, public_key: PublicKey, signature: bytes) -> bytes:
+    """``espsecure sign-data --pub-key --signature``: a block from a signature made elsewhere (an HSM,
+    openssl): RSA-PSS raw big-endian, or ECDSA DER, over the digest of ``signed``. Checked first."""
+    version, sha_type, _ = _key_fields(public_key)
+    digest = _hash(sha_type, signed)
+    try:
+        if version == SIG_BLOCK_VERSION_RSA:
+            public_key.verify(signature, digest, _PSS, _prehashed(sha_type))
+        else:
+            public_key.verify(signature, digest, ec.ECDSA(_prehashed(sha_type)))
+    except (InvalidSignature, ValueError):
+        raise InputError(
+            f"the pre-calculated signature was not made over this data with this {describe_key(public_key)} key"
+        ) from None
+    return _block(public_key, digest, signature)
+
+
 def _espsecure_valid(block: SignatureBlock) -> bool:
     """espsecure's ``validate_signature_block``: magic, a known version and the CRC."""
     return block.valid and block.version in (SIG_BLOCK_VERSION_RSA, SIG_BLOCK_VERSION_ECDSA)
 
 
-def sign_image(data: bytes, private_keys: list[PrivateKey | bytes], *, append_signatures: bool = False) -> bytes:
+def sign_image(
+    data: bytes,
+    private_keys: list[PrivateKey | bytes] = (),
+    *,
+    append_signatures: bool = False,
+    signatures: list[tuple[PublicKey, bytes]] = (),
+) -> bytes:
     """``espsecure sign-data --version 2 [--append-signatures]``: the signed image, signature sector appended.
 
     Unaligned data is padded with 0xFF to 4 KiB first. With ``append_signatures`` and aligned data
     the valid blocks already in the last sector are kept and the new ones added after them.
+    ``signatures`` are pre-calculated (public key, signature) pairs used instead of private keys.
     """
     keys = [load_private_key(k) if isinstance(k, (bytes, bytearray)) else k for k in private_keys]
-    if not keys:
-        raise InputError("no signing key given")
+    if bool(keys) == bool(signatures):
+        raise InputError("sign with private keys or with pre-calculated signatures (one of the two)")
     for key in keys:
         _check_key(key)
     contents = bytes(data)
     kept = b""
     if len(contents) % SIG_SECTOR_SIZE:
+        if signatures:
+            raise InputError("pre-calculated signatures need data that is already a multiple of 4096 bytes")
         contents += b"\xff" * (SIG_SECTOR_SIZE - len(contents) % SIG_SECTOR_SIZE)
     elif append_signatures:
         existing = []
@@ -154,9 +191,11 @@ def sign_image(data: bytes, private_keys: list[PrivateKey | bytes], *, append_si
             kept = b"".join(existing)
             contents = contents[:-SIG_SECTOR_SIZE]
     free = SIG_BLOCKS_MAX - len(kept) // SIG_BLOCK_SIZE
-    if len(keys) > free:
-        raise InputError(f"{len(keys)} signing keys but only {free} free signature block(s)")
-    sector = kept + b"".join(signature_block(contents, key) for key in keys)
+    if len(keys) + len(signatures) > free:
+        raise InputError(f"{len(keys) + len(signatures)} signatures but only {free} free signature block(s)")
+    new = [signature_block(contents, key) for key in keys]
+    new += [precalculated_signature_block(contents, pub, sig) for pub, sig in signatures]
+    sector = kept + b"".join(new)
     return contents + sector + b"\xff" * (SIG_SECTOR_SIZE - len(sector))
 
 
