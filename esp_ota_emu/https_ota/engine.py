@@ -34,6 +34,7 @@ EMULATOR_REDIRECT_LIMIT = 50
 
 _APP_DESC_OFFSET = 24 + 8  # esp_image_header_t + esp_image_segment_header_t
 _APP_DESC_MAGIC = 0xABCD5432
+_BLOCK = 64 * 1024  # bytes handled per perform() on the fast path (see EspHttpsOta._read_block)
 
 
 def _server_sent(data: bytes) -> str:
@@ -293,9 +294,21 @@ class EspHttpsOta:
             )
 
     def _ota_write(self, data: bytes) -> bool:
-        """``_ota_write``: esp_ota_write, then WRITE_FLASH with the running total (posted even on error)."""
-        assert self.handle is not None
+        """``_ota_write``: esp_ota_write, then WRITE_FLASH with the running total (posted even on error).
+
+        ``data`` may be a block of several consecutive reads (see :meth:`_read_block`): it is written
+        with one esp_ota_write (the flash ends up byte-identical) and one WRITE_FLASH is posted per
+        read, with the totals ESP-IDF posts. A block that would run past the slot is written read by
+        read, so that the failing write, its events and the flash state are exactly ESP-IDF's.
+        """
+        assert self.handle is not None and self.staging is not None
+        step = self.buffer_size
+        if len(data) > step and self.binary_file_len + len(data) > self.staging.size:
+            for start in range(0, len(data), step):
+                self._ota_write(data[start : start + step])
+            return True
         error: EspError | None = None
+        before = self.binary_file_len
         try:
             self.dev.ota.write(self.handle, data)
             self.binary_file_len += len(data)
@@ -303,10 +316,24 @@ class EspHttpsOta:
             if self.binary_file_len == 0 and data[:1] != b"\xe9":
                 err = EspError(err.esp_err, f"{err.message}: {_server_sent(data)}")
             error = err
+        if error is None and self._on_event is not None:
+            for total in range(before + step, self.binary_file_len, step):
+                self.post(ev.WRITE_FLASH, total)
         self.post(ev.WRITE_FLASH, self.binary_file_len)
         if error is not None:
             raise error
         return True
+
+    def _read_block(self) -> bytes:
+        """The next read(s) of the body: one ``buffer_size`` read as ESP-IDF does, or, when nothing
+        observes single flash operations (no flash hooks) and no decrypt stage needs each read, up to
+        64 KiB of consecutive reads at once (the fast path; reads fill the buffer except at the end of
+        the body, so the split into ESP-IDF's reads is known)."""
+        assert self.client is not None
+        step = self.buffer_size
+        if self.config.decrypt is not None or self.dev.flash.hooks:
+            return self.client.read(step)
+        return self.client.read(max(step, _BLOCK // step * step))
 
     def perform(self) -> bool:
         """``esp_https_ota_perform``: True while in progress (ESP_ERR_HTTPS_OTA_IN_PROGRESS), False when
@@ -336,7 +363,7 @@ class EspHttpsOta:
             self.state = IN_PROGRESS
         if self.state != IN_PROGRESS:
             raise EspError("ESP_FAIL", "esp_https_ota_perform: invalid state")
-        data = client.read(self.buffer_size)
+        data = self._read_block()
         if data:
             if self.config.decrypt is not None:
                 data = self._decrypt(data)

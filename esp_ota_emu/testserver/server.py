@@ -333,7 +333,9 @@ class TestServer:
             self.requests.append(request)
 
     def start(self) -> TestServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="esp-ota-emu-serve", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="esp-ota-emu-serve", daemon=True
+        )
         self._thread.start()
         return self
 
