@@ -36,6 +36,19 @@ class OtaHandle:
     resumption: bool = False
 
 
+def seq_for_slot(current: int, slot: int, count: int) -> int:
+    """compute_ota_seq_for_target_slot(): the smallest ``(slot+1) % count + i*count`` not below ``current``.
+
+    ESP-IDF searches with a uint32 loop; a seq so close to 2**32 that the answer does not fit would make
+    that loop wrap around, which we refuse instead of emulating.
+    """
+    base = (slot + 1) % count
+    new = base + max(0, -(-(current - base) // count)) * count
+    if new > 0xFFFFFFFF:
+        raise EspError("ESP_FAIL", f"otadata seq {current} is too close to 2**32 to select slot {slot}")
+    return new
+
+
 class OtaOps:
     """esp_ota_begin/write/end, esp_ota_set_boot_partition and the rollback API for one device."""
 
@@ -290,11 +303,7 @@ class OtaOps:
         elif self.dev.settings.idf_release == "newest" and entries[active].slot(count) == slot:
             sector, new_seq = active, entries[active].seq
         else:
-            sector = (~active) & 1
-            current, base, i = entries[active].seq, (slot + 1) % count, 0
-            while current > base + i * count:
-                i += 1
-            new_seq = base + i * count
+            sector, new_seq = (~active) & 1, seq_for_slot(entries[active].seq, slot, count)
         otadata.write(entries[sector].with_seq(new_seq, self._new_state()))
 
     # -- rollback API ---------------------------------------------------------------------------
@@ -410,8 +419,8 @@ class OtaOps:
                 p = self._ota_slot_partition(inactive.slot(count))
                 if p is None:
                     why = "the inactive entry selects no partition"
-                elif p == self.get_running_partition():
-                    why = "the inactive entry selects the running app"
+                elif self.get_running_partition() in (None, p):
+                    why = "the inactive entry selects the running app (or no app runs)"
         if why is not None:
             if quiet:
                 return
