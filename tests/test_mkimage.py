@@ -140,6 +140,28 @@ def test_samples_byte_identical_to_esptool_cli(elf, tmp_path):
         assert report["size"] == theirs.stat().st_size
 
 
+@pytest.mark.parametrize(
+    "case, options",
+    [
+        ("esp32c6-guess", ["--chip", "esp32c6", "--flash-mmu-page-size", "16KB", "--flash-freq", "80m"]),
+        ("esp32c6-desc", ["--chip", "esp32c6", "--use-segments", "--flash-size", "8MB"]),
+        ("app", ["--chip", "esp32", "--elf-sha256-offset", "0x70", "-r", "1", "--pad-to-size", "1MB"]),
+        ("bootloader", ["--chip", "esp32", "--flash-mode", "qout", "--dont-append-digest"]),
+    ],
+)
+def test_more_options_byte_identical_to_esptool_cli(case, options, tmp_path):
+    elf = tmp_path / "in.elf"
+    elf.write_bytes(make_elf(CASES[case][0], program_headers=True))
+    chip_args, rest = options[:2], options[2:]
+    subprocess.run(
+        [str(ESPTOOL), *chip_args, "elf2image", *rest, "-o", str(tmp_path / "e.bin"), str(elf)],
+        check=True, capture_output=True,
+    )
+    result = CliRunner().invoke(cli, ["mkimage", str(elf), "-o", str(tmp_path / "o.bin"), *options])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "o.bin").read_bytes() == (tmp_path / "e.bin").read_bytes()
+
+
 def test_sample_elf_sha256_patched_into_app_desc():
     elf = SAMPLE_ELFS[0].read_bytes()
     image = elf2image(ElfFile(elf), chip_by_name("esp32"))
