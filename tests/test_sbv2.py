@@ -222,3 +222,49 @@ def test_precalculated_signatures_match_espsecure(sec, kind, tmp_path):
         sbv2.sign_image(data[:-4096] + bytes(4096), signatures=[(pub(sec, kind), sig.read_bytes())])
     with pytest.raises(InputError, match="multiple of 4096"):
         sbv2.sign_image(data[:-1], signatures=[(pub(sec, kind), sig.read_bytes())])
+
+
+def test_app_update_trust(sec):
+    from esp_ota_emu.efuse import Efuses
+
+    multi = (sec / "bootloader_multi_signed_v2_ecdsa256.bin").read_bytes()
+    single = (sec / "bootloader_signed_v2_ecdsa256.bin").read_bytes()
+    n = len(multi) - SIG_SECTOR_SIZE
+    key2 = sbv2.key_digest(priv(sec, "ecdsa256", "2").public_key())
+    c3 = Efuses.default("esp32c3")
+    c3.burn_secure_boot_key_digest(key2)
+    c3.enable_secure_boot_v2()
+    assert sbv2.verify_app_update(multi, n, c3, scheme="ECDSA").verified_block == 1
+    c3.revoke_secure_boot_key(0)
+    assert sbv2.verify_app_update(multi, n, c3).esp_err == "ESP_FAIL"
+    esp32 = Efuses.default("esp32")
+    esp32.burn_secure_boot_key_digest(key2)
+    esp32.enable_secure_boot_v2()
+    assert not sbv2.verify_app_update(multi, n, esp32).ok  # the ESP32 looks at block 0 only
+    # Signed apps without secure boot: the running app's keys, block 0 of the new image.
+    fresh = Efuses.default("esp32")
+    assert sbv2.image_key_digests(single, n) == [sbv2.key_digest(pub(sec, "ecdsa256"))]
+    assert sbv2.verify_app_update(multi, n, fresh, running=(single, n)).verified_block == 0
+    only_key2 = sbv2.sign_image(single[:n], [priv(sec, "ecdsa256", "2")])
+    assert not sbv2.verify_app_update(only_key2, n, fresh, running=(single, n)).ok
+    assert sbv2.verify_app_update(only_key2, n, fresh, running=(only_key2, n)).ok
+    assert sbv2.verify_app_update(single, n, fresh, running=(single, n), scheme="RSA").esp_err == "ESP_FAIL"
+    assert sbv2.verify_app_update(single, n, fresh).esp_err == "ESP_FAIL"
+
+
+def test_boot_trust(sec):
+    from esp_ota_emu.efuse import Efuses
+
+    data = (sec / "bootloader_signed_v2_rsa.bin").read_bytes()
+    n = len(data) - SIG_SECTOR_SIZE
+    first_boot = Efuses.default("esp32")
+    assert sbv2.verify_at_boot(data, n, first_boot).ok  # no digest yet: the image's own key
+    first_boot.enable_secure_boot_v2()
+    assert sbv2.verify_at_boot(data, n, first_boot).esp_err == "ESP_FAIL"
+    other = Efuses.default("esp32")
+    other.burn_secure_boot_key_digest(sbv2.key_digest(pub(sec, "rsa", "2")))
+    assert sbv2.verify_at_boot(data, n, other).blocks[0].status == "untrusted"
+    burned = Efuses.default("esp32")
+    burned.burn_secure_boot_key_digest((sec / "rsa_public_key_digest.bin").read_bytes())
+    burned.enable_secure_boot_v2()
+    assert sbv2.verify_at_boot(data, n, burned, scheme="RSA").ok

@@ -390,3 +390,61 @@ def verify_signed_file(data: bytes | memoryview, public_key: PublicKey, image_le
             f"the image has {', '.join(present)} block(s))"
         )
     return check
+
+
+def image_key_digests(buf: bytes | memoryview, image_len: int, *, scheme: str | None = None) -> list[bytes]:
+    """``esp_secure_boot_get_signature_blocks_for_running_app``: the key digests of an image's valid
+    blocks (right magic and CRC, and the configured scheme), in block order."""
+    view = memoryview(buf)
+    start = align_up(image_len)
+    blocks = signature_blocks(view[start : start + SIG_SECTOR_SIZE])
+    return [
+        b.key_digest
+        for b in blocks
+        if b.valid and b.body is not None and (scheme is None or b.version == SCHEMES[scheme])
+    ]
+
+
+def verify_app_update(
+    buf: bytes | memoryview,
+    image_len: int,
+    efuses,
+    *,
+    running: tuple[bytes | memoryview, int] | None = None,
+    scheme: str | None = None,
+) -> SignatureCheck:
+    """The app's check of a new image during OTA (``CONFIG_SECURE_SIGNED_ON_UPDATE``).
+
+    Secure Boot V2 enabled in ``efuses``: the burned, non-revoked eFuse digests are trusted and every
+    block may match (one block on the ESP32). Not enabled ("signed apps without secure boot"):
+    the key digests of the running app's own blocks (``running`` = (buffer, image_len)) are trusted
+    and only block 0 of the new image is looked at.
+    """
+    if efuses.secure_boot_v2_enabled:
+        trusted = efuses.trusted_key_digests()
+        only_block0 = efuses.key_digest_slots == 1
+    else:
+        if running is None:
+            return SignatureCheck(False, align_up(image_len), None, "no running app to take trusted keys from", "ESP_FAIL")
+        trusted = image_key_digests(*running, scheme=scheme)
+        if not trusted:
+            return SignatureCheck(False, align_up(image_len), None, "no signatures were found for the running app",
+                                  "ESP_FAIL")
+        only_block0 = True
+    return verify_image_signatures(buf, image_len, trusted, scheme=scheme, only_block0=only_block0)
+
+
+def verify_at_boot(buf: bytes | memoryview, image_len: int, efuses, *, scheme: str | None = None) -> SignatureCheck:
+    """The bootloader's check (``esp_secure_boot_verify_signature`` with ``CONFIG_SECURE_BOOT_V2_ENABLED``).
+
+    Digests come from eFuse; before Secure Boot is enabled and while none is burned (first boot),
+    the image's own valid blocks are trusted. With Secure Boot enabled but no digest burned the
+    check fails. The ESP32's ROM looks at block 0 only.
+    """
+    trusted = efuses.trusted_key_digests()
+    if not trusted:
+        if efuses.secure_boot_v2_enabled:
+            return SignatureCheck(False, align_up(image_len), None, "could not read eFuse secure boot digests",
+                                  "ESP_FAIL")
+        trusted = None
+    return verify_image_signatures(buf, image_len, trusted, scheme=scheme, only_block0=efuses.key_digest_slots == 1)
