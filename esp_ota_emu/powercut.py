@@ -439,7 +439,7 @@ class Campaign:
             with ProcessPoolExecutor(jobs, mp_context=get_context(method)) as pool:
                 futures = [pool.submit(_run_shard, self.setup, shard, str(self.folder)) for shard in shards]
                 results = [r for f in futures for r in f.result()]
-            results.sort(key=lambda r: (r.index, r.torn))
+        results.sort(key=lambda r: (r.index, r.torn))
         return Report(
             len(self.plan.image), self.setup.target, self.setup.old, self.op_count, self.phase_operations(),
             self.seed, results, time.perf_counter() - started, self.replay_checked,

@@ -1,0 +1,175 @@
+"""The power-cut campaign on a real ESP32 flash: every cut point of a real OTA, its reset and confirmation.
+
+The device is the Arduino-ESP32 (IDF 4.4.7) merged 4 MB flash (app0 runs; the update goes to app1);
+the update is the real StartCounter app (357 KB, ~440 flash operations).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+import esp_ota_emu.cli.commands  # noqa: F401
+from esp_ota_emu.cli.main import cli
+from esp_ota_emu.device import Device
+from esp_ota_emu.errors import EXIT_NO_BOOTABLE, EspError, InputError
+from esp_ota_emu.flash import SECTOR_SIZE
+from esp_ota_emu.powercut import Campaign, CutPoint, OtaPlan, record_https_ota
+from esp_ota_emu.testserver import serve_files
+
+MERGED = "derived/esp32_arduino-idf-v4.4.7_fivef_merged_4MB_with_boot_app0.bin"
+APP = "arduino-esp32/v1.0.6_idf-v3.3.5/StartCounter.ino.bin"
+APP1, SLOT_SIZE, OTADATA = 0x150000, 0x140000, 0xE000
+
+
+@pytest.fixture(scope="module")
+def image(realdata) -> bytes:
+    return (realdata / APP).read_bytes()
+
+
+@pytest.fixture
+def flash(tmp_path, realdata):
+    path = tmp_path / "flash.bin"
+    shutil.copyfile(realdata / MERGED, path)
+    return path
+
+
+def campaign(flash, image, *, resume=False, seed=0, plan=None, **settings) -> Campaign:
+    with Device.open(flash, **settings) as dev:
+        return Campaign(dev, plan or OtaPlan(image), seed=seed, resume=resume)
+
+
+def sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_every_cut_point_boots_the_old_or_the_new_app(flash, image):
+    before = sha(flash)
+    with campaign(flash, image) as c:
+        # sequential erase: one erase per new sector, one program per 1 KiB read, then otadata and confirmation
+        sectors = -(-len(image) // SECTOR_SIZE)
+        assert c.phase_operations() == {"download": sectors + -(-len(image) // 1024), "otadata": 2,
+                                         "bootloader": 0, "confirm": 2}
+        assert all(APP1 <= op.addr < APP1 + SLOT_SIZE for op in c.ops[: c.phase_starts["otadata"]])
+        report = c.run(c.every_point())
+    assert len(report.results) == 2 * c.op_count + 1
+    assert report.bricked == 0 and report.failed == []
+    phases = report.by_phase()
+    assert phases["download"]["old"] == phases["download"]["cut_points"]  # otadata still selects app0
+    assert phases["otadata"]["old"] == 4  # the new entry is erased or torn: CRC fails, app0 stays
+    assert phases["after"]["new"] == 1
+    # esp_ota_mark_app_valid_cancel_rollback rewrites the active otadata sector in place: a cut between its
+    # erase and its program loses the new entry, and the device goes back to the old app (not a brick).
+    confirm = {(r.index, r.torn): r.outcome for r in report.results if r.phase == "confirm"}
+    erase = c.phase_starts["confirm"]
+    assert confirm[(erase, False)] == "new" and confirm[(erase + 1, False)] == "old"
+    assert sha(flash) == before  # the campaign works on its own copy
+
+
+def test_rollback_bootloader_writes_and_resume_give_identical_slots(flash, image):
+    with campaign(flash, image, resume=True, seed=3, rollback=True, idf_release="newest") as c:
+        assert c.phase_operations()["bootloader"] == 2  # NEW -> PENDING_VERIFY: erase + program
+        points = c.sample_points(120)
+        assert {p.index for p in points} >= set(range(c.phase_starts["otadata"], c.op_count + 1))
+        report = c.run(points)
+    assert report.bricked == 0 and report.failed == []
+    phases = report.by_phase()
+    # before the new app confirms, every cut rolls back (PENDING_VERIFY -> ABORTED) to the old one
+    assert phases["confirm"]["new"] == 0 and phases["confirm"]["old"] == phases["confirm"]["cut_points"]
+    resume = report.resume_counts()
+    assert resume["tried"] > 100 and resume["identical"] == resume["tried"]
+
+
+def test_resume_needs_the_newest_release(flash, image):
+    with Device.open(flash) as dev, pytest.raises(InputError, match="newest"):
+        Campaign(dev, OtaPlan(image), resume=True)
+
+
+def test_bulk_erase_torn_across_the_slot(flash, image):
+    with campaign(flash, image, plan=OtaPlan(image, bulk_flash_erase=True)) as c:
+        first = c.ops[0]
+        assert (first.kind, first.addr, first.length) == ("erase", APP1, -(-len(image) // SECTOR_SIZE) * SECTOR_SIZE)
+        report = c.run([CutPoint(0, True), CutPoint(1, True), CutPoint(c.op_count - 1, True)])
+    assert report.bricked == 0 and report.failed == []
+    assert report.results[0].left.startswith("erase torn in sector 0x")
+
+
+def test_a_cut_point_is_reproduced_by_index_and_seed(flash, image):
+    with campaign(flash, image, seed=11) as c:
+        points = [CutPoint(k, True) for k in (0, 5, 200)]
+        first, second = c.run(points), c.run(points[::-1])
+    assert [(r.index, r.left) for r in first.results] == [(r.index, r.left) for r in second.results]
+    assert len({r.left for r in first.results}) == 3
+
+
+def test_replay_makes_the_https_runs_flash_operations(flash, image):
+    with serve_files({"app.bin": image}) as srv, Device.open(flash) as dev:
+        url, ca = srv.url("app.bin"), srv.tls.ca_pem
+        plan, https_ops = record_https_ota(dev, url, cert_pem=ca, buffer_size=2048)
+        assert plan.image == image and plan.buffer_size == 2048
+        with Campaign(dev, plan, https_ops=https_ops) as c:
+            assert c.replay_checked
+            n = c.phase_starts["bootloader"]
+            assert [(o.kind, o.addr, o.length, o.data) for o in c.ops[:n]] == [
+                (o.kind, o.addr, o.length, o.data) for o in https_ops
+            ]
+        # A replay with other read sizes programs other pieces: the campaign refuses to pretend.
+        with pytest.raises(EspError, match="differs from the HTTPS run at flash operation"):
+            Campaign(dev, OtaPlan(image, buffer_size=1024), https_ops=https_ops)
+
+
+def run_cli(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_cli_url_json_summary(flash, image):
+    with serve_files({"app.bin": image}) as srv:
+        result = run_cli("powercut", flash, "--url", srv.url("app.bin"), "--cert-pem", srv.tls.ca_pem,
+                         "--samples", 30, "--seed", 4, "--json", "--jobs", 1)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["cut_points"] == 30 and summary["bricked"] == 0 and summary["failures"] == []
+    assert summary["replay_checked_against_https"] is True
+    assert sum(row["cut_points"] for row in summary["phases"].values()) == 30
+
+
+def overlapping_slots(flash) -> None:
+    """Move app1 to 0x80000, over the middle of app0's image (the bootloader does not check overlaps)."""
+    data = bytearray(flash.read_bytes())
+    entry = 0x8000 + 3 * 32
+    assert data[entry + 12 : entry + 16] == b"app1"
+    data[entry + 4 : entry + 8] = (0x80000).to_bytes(4, "little")
+    md5 = 0x8000 + 6 * 32
+    data[md5 + 16 : md5 + 32] = hashlib.md5(bytes(data[0x8000:md5])).digest()
+    flash.write_bytes(bytes(data))
+
+
+def test_overlapping_slots_brick_and_the_report_says_how_to_reproduce(flash, image, tmp_path):
+    overlapping_slots(flash)
+    app = tmp_path / "app.bin"
+    app.write_bytes(image)
+    result = run_cli("powercut", flash, "--image", app, "--samples", 12, "--json", "--jobs", 1)
+    assert result.exit_code == EXIT_NO_BOOTABLE, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["bricked"] > 0 and summary["cut_points"] == 12
+    failure = next(f for f in summary["failures"] if f["phase"] == "download")
+    assert "no bootable app" in failure["failures"][0]
+    assert failure["reproduce"].endswith(f"--seed 0 --at {failure['index']}" + (" --torn" if failure["torn"] else ""))
+    # the reproduction alone gives the same failure, in the text report
+    args = ["powercut", flash, "--image", app, "--at", failure["index"]] + (["--torn"] if failure["torn"] else [])
+    again = run_cli(*args)
+    assert again.exit_code == EXIT_NO_BOOTABLE
+    assert f"FAIL op {failure['index']}" in again.output and "bricked: 1 of 1 cut points" in again.output
+
+
+def test_cli_usage_errors(flash, image, tmp_path):
+    assert run_cli("powercut", flash).exit_code == 2
+    assert run_cli("powercut", flash, "--image", flash, "--torn").exit_code == 2
+    short = tmp_path / "short.bin"
+    short.write_bytes(image[:512])
+    result = run_cli("powercut", flash, "--image", short)
+    assert result.exit_code == 3 and "1024-byte header" in result.output
