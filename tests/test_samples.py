@@ -15,6 +15,8 @@ from esp_ota_emu.formats.app_desc import c_text
 from esp_ota_emu.image import parse_image, verify_image
 from esp_ota_emu.image.builder import elf2image
 from esp_ota_emu.image.elf import ElfFile
+from esp_ota_emu.security.encrypted_img import decrypt_image
+from esp_ota_emu.security.keys import load_private_key
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "firmware_samples"
@@ -262,9 +264,6 @@ def test_signed_samples(name, tmp_path):
 
 @pytest.mark.parametrize("name", list(ENCRYPTED))
 def test_encrypted_samples_decrypt_to_their_plaintext(name):
-    from esp_ota_emu.security.encrypted_img import decrypt_image
-    from esp_ota_emu.security.keys import load_private_key
-
     key = load_private_key((SAMPLES / "keys" / "pre_encryption_key.pem").read_bytes())
     data = (SAMPLES / f"{name}.bin").read_bytes()
     assert data[:4] == (0x0788B6CF).to_bytes(4, "little")  # esp_encrypted_img magic
