@@ -10,6 +10,8 @@ import hashlib
 import json
 import shutil
 import struct
+import subprocess
+import sys
 import zlib
 
 import pytest
@@ -39,10 +41,15 @@ def flash(tmp_path, realdata):
     return path
 
 
-def run(flash, url, ca=None, *, idf_release="v5", **options):
-    """One OTA through the Python API; returns (result or EspError, events)."""
+def run(flash, url, ca=None, *, idf_release="v5", observed=False, **options):
+    """One OTA through the Python API; returns (result or EspError, events).
+
+    ``observed`` attaches a flash hook, which makes the engine hand every read to esp_ota_write singly.
+    """
     events = []
     with Device.open(flash, idf_release=idf_release) as dev:
+        if observed:
+            dev.flash.hooks.append(lambda op: None)
         try:
             result = api.https_ota(dev, url, cert_pem=ca, on_event=lambda n, d: events.append((n, d)), **options)
         except EspError as err:
@@ -405,3 +412,60 @@ def test_cli_json_events_and_exit_code(flash, app):
     assert bad.exit_code == EXIT_OTA_FAILED
     assert bad.stderr.count("\n") == 1 and "ESP_ERR_INVALID_VERSION" in bad.stderr and "HTML" in bad.stderr
     assert "Traceback" not in bad.output
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["whole", "larger_than_slot", "partial_download", "big_buffer", "dropped", "chunked"],
+)
+def test_block_fast_path_matches_single_reads(tmp_path, app, flash, case):
+    """Writing several reads at once must leave the same flash, events and outcome as ESP-IDF's
+    one-read-per-esp_ota_write (which the engine uses whenever a flash hook watches)."""
+    image, options, faults = app, {}, Faults()
+    if case == "larger_than_slot":
+        image = app + bytes(SLOT_SIZE)
+    elif case == "partial_download":
+        options = {"partial_http_download": True, "max_http_request_size": 100_000}
+    elif case == "big_buffer":
+        options = {"buffer_size": 3000}
+    elif case == "dropped":
+        faults.drop_after = 150_001
+    elif case == "chunked":
+        faults.chunked = True
+    outcomes = []
+    for observed in (False, True):
+        copy = tmp_path / f"flash-{observed}.bin"
+        shutil.copyfile(flash, copy)
+        with serve_files({"app.bin": image}, faults=faults) as srv:
+            result, events = run(copy, srv.url("app.bin"), srv.tls.ca_pem, observed=observed, **options)
+        summary = (result.esp_err, result.message) if isinstance(result, EspError) else (
+            result.bytes_written, result.boot_partition_updated)
+        outcomes.append((hashlib.sha256(copy.read_bytes()).hexdigest(), events, summary))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_cli_text_output_and_default_command(flash, app):
+    with serve_files({"app.bin": app}) as srv:
+        # the default command: no subcommand name
+        proc = subprocess.run(
+            [sys.executable, "-m", "esp_ota_emu", str(flash), "--url", srv.url("app.bin"),
+             "--cert-pem", str(srv.tls.ca_pem), "--header", "X-Fw: 1"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert srv.requests[0].header("X-Fw") == "1"
+    assert proc.stdout.splitlines() == [
+        "power on (first boot of this flash): the bootloader booted app0",
+        f"OTA ok: {len(app)} bytes written to app1; otadata now selects it",
+    ]
+    bad = CliRunner().invoke(cli, ["ota", str(flash), "--url", "https://127.0.0.1:1/x", "--header", "no-colon"])
+    assert bad.exit_code == 2
+
+
+def test_https_without_any_trust_anchor_is_refused(flash, app):
+    with serve_files({"app.bin": app}) as srv:
+        err, _ = run(flash, srv.url("app.bin"), idf_release="newest")
+        assert err.esp_err == "ESP_ERR_INVALID_ARG" and "server verification" in err.message
+        err, _ = run(flash, srv.url("app.bin"), idf_release="newest", allow_http=True)
+        assert err.esp_err == "ESP_ERR_HTTP_CONNECT" and "no server verification" in err.message
+        assert srv.requests == []

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from ..errors import EXIT_OTA_FAILED, EspError
+from ..errors import EXIT_NO_BOOTABLE, EXIT_OTA_FAILED, EspError
 from ..https_ota.api import https_ota
 from .main import cli
 from .options import device_options, echo_json
@@ -87,6 +87,11 @@ def ota_cmd(flash, url, cert_pem, crt_bundle, allow_http, skip_cert_common_name_
 
     with open_device(flash) as dev:
         try:
+            power_on = dev.power_on_if_needed()
+        except EspError as err:
+            err.exit_code = EXIT_NO_BOOTABLE
+            raise
+        try:
             result = https_ota(
                 dev, url, on_event=on_event, cert_pem=cert_pem, crt_bundle=crt_bundle, allow_http=allow_http,
                 skip_cert_common_name_check=skip_cert_common_name_check, common_name=common_name,
@@ -113,14 +118,14 @@ def ota_cmd(flash, url, cert_pem, crt_bundle, allow_http, skip_cert_common_name_
         "image_length": result.image_length,
         "boot_partition_updated": result.boot_partition_updated,
         "resumed_from": result.resumed_from,
-        "power_on": result.power_on.booted.label if result.power_on and result.power_on.booted else None,
+        "power_on": power_on.booted.label if power_on is not None else None,
         "rebooted_into": result.reboot.booted.label if result.reboot and result.reboot.booted else None,
     }
     if as_json:
         echo_json(report)
         return
-    if result.power_on is not None:
-        click.echo(_boot_line("power on (first boot of this flash)", result.power_on))
+    if power_on is not None:
+        click.echo(_boot_line("power on (first boot of this flash)", power_on))
     resumed = f", resumed at byte {result.resumed_from}" if result.resumed_from else ""
     switched = "otadata now selects it" if result.boot_partition_updated else "the boot partition was NOT switched"
     click.echo(f"OTA ok: {result.bytes_written} bytes written to {result.partition}{resumed}; {switched}")

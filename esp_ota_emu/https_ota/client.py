@@ -130,6 +130,7 @@ class HttpClient:
             trust_env=False,
         )
         self._http.headers.clear()  # esp_http_client sends no Accept / Accept-Encoding / Connection
+        self._verifies = config.verifies_server
         self._sni = config.common_name
         self._skip_cn = config.skip_cert_common_name_check
         self._response: httpx.Response | None = None
@@ -154,9 +155,6 @@ class HttpClient:
                 raise EspError("ESP_ERR_INVALID_ARG", f"cert_pem is not a usable PEM certificate: {err.reason}") from None
         elif config.crt_bundle:
             context.load_verify_locations(cafile=certifi.where())
-        else:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
         if config.skip_cert_common_name_check:
             context.check_hostname = False
         if config.client_cert is not None:
@@ -210,6 +208,12 @@ class HttpClient:
         if extensions:
             request.extensions.update(extensions)
         host = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+        if parts.scheme == "https" and not self._verifies:
+            raise EspError(
+                "ESP_ERR_HTTP_CONNECT",
+                f"could not connect to {host}: no server verification option is set for TLS (esp-tls refuses "
+                "to connect without cert_pem or the CA bundle)",
+            )
         try:
             self._response = self._http.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as err:
