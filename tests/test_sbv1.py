@@ -91,3 +91,21 @@ def test_precalculated_signature_gives_the_vector(sec):
     assert sbv1.attach_signature(data, pub, raw) == (sec / "bootloader_signed.bin").read_bytes()
     with pytest.raises(InputError, match="not made over this data"):
         sbv1.attach_signature(data + b"\0" * 16, pub, raw)
+
+
+def test_bootloader_digest_is_the_vector_and_espsecures(sec, tmp_path):
+    image, key = (sec / "bootloader.bin").read_bytes(), (sec / "256bit_key.bin").read_bytes()
+    # esptool's vector was made with a 32-byte IV file (espsecure takes what the file holds).
+    assert sbv1.digest_secure_bootloader(image, key, (sec / "256bit_iv.bin").read_bytes()) == (
+        sec / "bootloader_digested.bin").read_bytes()
+    iv = (sec / "digest_iv.bin").read_bytes()
+    out = tmp_path / "digested.bin"
+    subprocess.run([ESPSECURE, "digest-secure-bootloader", "--keyfile", str(sec / "256bit_key.bin"), "--iv",
+                    str(sec / "digest_iv.bin"), "-o", str(out), str(sec / "bootloader.bin")], check=True,
+                   capture_output=True)
+    theirs = out.read_bytes()
+    assert sbv1.digest_secure_bootloader(image, key, iv) == theirs
+    assert theirs[128:192] == sbv1.bootloader_digest(image, key, iv)
+    assert sbv1.bootloader_digest(image[:-16] + bytes(16), key, iv) != theirs[128:192]
+    with pytest.raises(InputError):
+        sbv1.bootloader_digest(image, key[:16], iv)

@@ -9,6 +9,7 @@ commands of the same name; ``efuse`` writes and reads QEMU eFuse files.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -139,6 +140,18 @@ def digest_cmd(keyfile, output, as_json):
     if output:
         _write(output, digest)
     _emit(as_json, {"key_digest": digest.hex()}, digest.hex())
+
+
+@cli.command("digest-secure-bootloader")
+@click.option("--keyfile", required=True, help="Raw 32-byte Secure Boot V1 key (the BLOCK2 key file).")
+@click.option("--iv", "iv_file", default=None, help="128-byte IV (default: random, as on a device).")
+@click.option("--output", "-o", required=True, help="IV + digest sector and bootloader, to flash at 0x0.")
+@click.argument("image")
+def digest_bootloader_cmd(keyfile, iv_file, output, image):
+    """Secure Boot V1: the IV/digest sector plus bootloader (``espsecure digest-secure-bootloader``)."""
+    iv = _read(iv_file) if iv_file else os.urandom(128)
+    _write(output, sbv1.digest_secure_bootloader(_read(image), _read(keyfile), iv))
+    click.echo(f"digest and bootloader written to {output} (flash it at 0x0)")
 
 
 @cli.command("encrypt")

@@ -7,15 +7,18 @@ deterministically (RFC 6979), so ``sign_image`` gives espsecure's bytes exactly.
 
 from __future__ import annotations
 
+import array
 import hashlib
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from construct import ConstError
 
 from ..errors import EspError, InputError
 from ..formats.signature import SIG_BLOCK_V1_SIZE, SignatureBlockV1
+from ..image import parse_image
 from .keys import PrivateKey, PublicKey, describe_key
 
 _SIGN = ec.ECDSA(utils.Prehashed(hashes.SHA256()), deterministic_signing=True)
@@ -94,3 +97,45 @@ def verify_signed_file(data: bytes | memoryview, public_key: PublicKey) -> None:
     if len(data) < SIG_BLOCK_V1_SIZE:
         raise InputError(f"a Secure Boot V1 signed file is longer than {SIG_BLOCK_V1_SIZE} bytes")
     verify_image_signature(data, len(data) - SIG_BLOCK_V1_SIZE, public_key)
+
+
+IV_DIGEST_SECTOR = 0x1000  # esp_secure_boot_iv_digest_t, padded to a sector, at flash offset 0x0
+
+
+def _as_rom_reads(image: bytes | memoryview) -> bytes:
+    """The bootloader as the ROM's digest engine reads it: whole 128-byte blocks, 0xFF-padded, without
+    an appended SHA-256 that starts a block of its own."""
+    data = bytes(image)
+    if parse_image(data, layout="esp32").hash_appended and len(data) % 128 <= 32:
+        data = data[: len(data) - len(data) % 128]
+    return data + b"\xff" * (-len(data) % 128)
+
+
+def bootloader_digest(image: bytes | memoryview, key: bytes, iv: bytes) -> bytes:
+    """The Secure Boot V1 bootloader digest the ROM checks (``espsecure digest-secure-bootloader``).
+
+    The ROM reads the bootloader in 128-byte blocks (0xFF past its end, and not the appended SHA-256
+    when that starts a block), prefixes the 128-byte IV, runs it through AES-256-ECB with the BLOCK2
+    key on byte-reversed 16-byte blocks, and hashes the result word-swapped with SHA-512. Returns the
+    64 digest bytes as stored in flash (each 32-bit word reversed). The ROM's IV is 128 bytes;
+    espsecure's test-only ``--iv`` takes whatever the file holds, so shorter IVs are accepted too.
+    """
+    if len(key) != 32:
+        raise InputError(f"the Secure Boot V1 key is 32 bytes, got {len(key)}")
+    if not 0 < len(iv) <= 128 or len(iv) % 16:
+        raise InputError(f"the Secure Boot V1 IV is 128 bytes, got {len(iv)}")
+    plain = bytes(iv) + _as_rom_reads(image)
+    # Reversing the whole buffer reverses every 16-byte block (and their order, which ECB ignores).
+    cipher = Cipher(algorithms.AES(bytes(key)), modes.ECB()).encryptor().update(plain[::-1])[::-1]
+    words = array.array("I", cipher)
+    words.byteswap()
+    digest = array.array("I", hashlib.sha512(words.tobytes()).digest())
+    digest.byteswap()
+    return digest.tobytes()
+
+
+def digest_secure_bootloader(image: bytes | memoryview, key: bytes, iv: bytes) -> bytes:
+    """What ``espsecure digest-secure-bootloader`` writes for flashing at 0x0: IV, digest, 0xFF up to
+    0x1000, then the bootloader as the ROM reads it (padded to 128 bytes)."""
+    head = bytes(iv) + bootloader_digest(image, key, iv)
+    return head + b"\xff" * (IV_DIGEST_SECTOR - len(head)) + _as_rom_reads(image)
