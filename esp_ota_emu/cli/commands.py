@@ -10,5 +10,6 @@ from . import ota  # noqa: F401
 from . import partitions_cmd  # noqa: F401
 from . import powercut  # noqa: F401
 from . import qemu  # noqa: F401
+from . import scenario  # noqa: F401
 from . import security  # noqa: F401
 from . import serve  # noqa: F401
