@@ -78,23 +78,26 @@ class _DigestState:
         self.algorithm = algorithm.group(1) if algorithm else "MD5"
 
     def answer(self, username: str, password: str, uri: str) -> str:
-        digest = hashlib.sha256 if self.algorithm.upper() in ("SHA-256", "SHA256") else hashlib.md5
+        """``http_auth_digest``: always MD5 (``md5-sess`` honoured), the challenge's qop copied verbatim."""
 
-        def h(text: str) -> str:
-            return digest(text.encode()).hexdigest()
+        def md5(text: str) -> str:
+            return hashlib.md5(text.encode()).hexdigest()
 
-        ha1 = h(f"{username}:{self.realm}:{password}")
-        ha2 = h(f"{self.method}:{uri}")
-        cnonce = secrets.token_hex(8)
-        if self.qop:
-            response = h(f"{ha1}:{self.nonce}:00000001:{cnonce}:auth:{ha2}")
-            tail = f', qop=auth, nc=00000001, cnonce="{cnonce}"'
+        cnonce = f"{secrets.randbits(64):016x}"
+        ha1 = md5(f"{username}:{self.realm}:{password}")
+        if self.algorithm.lower() == "md5-sess":
+            ha1 = md5(f"{ha1}:{self.nonce}:{cnonce}")
+        ha2 = md5(f"{self.method}:{uri}")
+        if self.qop is not None and self.qop.lower() == "auth-int":
+            ha2 = md5(f"{ha2}:entity")
+        if self.qop is not None:
+            response = md5(f"{ha1}:{self.nonce}:00000001:{cnonce}:{self.qop}:{ha2}")
         else:
-            response = h(f"{ha1}:{self.nonce}:{ha2}")
-            tail = ""
+            response = md5(f"{ha1}:{self.nonce}:{ha2}")
+        # newlib prints a NULL qop as "(null)"
         header = (
             f'Digest username="{username}", realm="{self.realm}", nonce="{self.nonce}", uri="{uri}", '
-            f'algorithm="{self.algorithm}", response="{response}"{tail}'
+            f'algorithm="MD5", response="{response}", qop={self.qop or "(null)"}, nc=00000001, cnonce="{cnonce}"'
         )
         if self.opaque is not None:
             header += f', opaque="{self.opaque}"'
@@ -186,12 +189,13 @@ class HttpClient:
         """``esp_http_client_prepare``: (re)compute the Authorization header once credentials are known."""
         if self.username is None:
             return
-        password = self.password or ""
         if self.auth_type == "Basic":
+            # a missing password is formatted by newlib's printf as "(null)"
+            password = self.password if self.password is not None else "(null)"
             token = b64encode(f"{self.username}:{password}".encode()).decode()
             self.set_header("Authorization", f"Basic {token}")
-        elif self.auth_type == "Digest" and self._digest is not None:
-            self.set_header("Authorization", self._digest.answer(self.username, password, self._request_path()))
+        elif self.auth_type == "Digest" and self._digest is not None and self.password is not None:
+            self.set_header("Authorization", self._digest.answer(self.username, self.password, self._request_path()))
 
     # -- one exchange --------------------------------------------------------------------------------
     def open(self) -> None:
