@@ -83,21 +83,26 @@ class Flash:
     ``strict=True`` makes programming a bit from 0 back to 1 an error (ESP-IDF's host partition
     emulation does this check with ``CONFIG_ESP_PARTITION_ERASE_CHECK``); otherwise the result is
     ``old AND new``, as on real hardware.
+
+    ``copy_on_write=True`` maps the file privately: changes stay in this process's memory and never
+    reach the file, and only the pages actually written are copied (the fleet's per-device flashes).
     """
 
-    def __init__(self, path: str | os.PathLike, *, strict: bool = False, readonly: bool = False):
+    def __init__(
+        self, path: str | os.PathLike, *, strict: bool = False, readonly: bool = False, copy_on_write: bool = False
+    ):
         self.path = Path(path)
         self.strict = strict
         self.readonly = readonly
         try:
-            self._file = open(self.path, "rb" if readonly else "r+b")
+            self._file = open(self.path, "rb" if readonly or copy_on_write else "r+b")
         except OSError as err:
             raise InputError(f"cannot open flash file {self.path}: {err.strerror}") from None
         self.size = os.fstat(self._file.fileno()).st_size
         if self.size == 0:
             self._file.close()
             raise InputError(f"{self.path} is empty")
-        access = mmap.ACCESS_READ if readonly else mmap.ACCESS_WRITE
+        access = mmap.ACCESS_READ if readonly else mmap.ACCESS_COPY if copy_on_write else mmap.ACCESS_WRITE
         self._mm = mmap.mmap(self._file.fileno(), 0, access=access)
         sectors = (self.size + SECTOR_SIZE - 1) // SECTOR_SIZE
         self.erase_count = array("I", bytes(4 * sectors))
