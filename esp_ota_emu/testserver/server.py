@@ -265,6 +265,7 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
 
 class _HttpServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 1024  # listen backlog: a fleet connects hundreds of devices at once (socketserver's 5 drops SYNs)
     owner: TestServer
 
     def handle_error(self, request, client_address) -> None:
