@@ -125,3 +125,23 @@ def test_cli_matches_vector(sec, tmp_path):
     res = CliRunner().invoke(cli, ["decrypt-flash-data", "-x", "--keyfile", str(sec / "256bit_key.bin"), "--address",
                                    "0x1000", "-o", str(back), str(sec / "bootloader-encrypted-aes-xts.bin")])
     assert res.exit_code == 0 and back.read_bytes() == (sec / "bootloader.bin").read_bytes()
+
+
+def test_configured_from_efuses(sec):
+    from esp_ota_emu.efuse import Efuses
+
+    esp32 = Efuses.default("esp32")
+    assert fe.FlashEncryption.from_efuses(esp32) is None
+    esp32.burn_flash_encryption_key((sec / "ef-flashencryption-key.bin").read_bytes())
+    esp32.burn("FLASH_CRYPT_CONFIG", 0xF)
+    crypto = fe.FlashEncryption.from_efuses(esp32)
+    app = (sec / "hello-world-signed.bin").read_bytes()
+    assert crypto.decrypt((sec / "hello-world-signed-encrypted.bin").read_bytes(), 0x20000) == app
+    c3 = Efuses.default("esp32c3")
+    c3.burn_flash_encryption_key((sec / "256bit_key.bin").read_bytes())
+    assert fe.FlashEncryption.from_efuses(c3).encrypt((sec / "bootloader.bin").read_bytes(), 0x1000) == (
+        sec / "bootloader-encrypted-aes-xts.bin").read_bytes()
+    s3 = Efuses.default("esp32s3")
+    s3.burn_flash_encryption_key((sec / "512bit_key.bin").read_bytes())
+    assert fe.FlashEncryption.from_efuses(s3).decrypt((sec / "hello-world-signed-encrypted-aes-xts-256.bin").read_bytes(),
+                                                      0x10000) == app

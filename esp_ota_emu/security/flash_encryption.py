@@ -12,6 +12,7 @@ Both engines see each block byte-reversed (16 bytes on ESP32, the 128-byte unit 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -151,3 +152,30 @@ def decrypt_flash_data(
 ) -> bytes:
     """``espsecure decrypt-flash-data [--aes-xts]``."""
     return xts_decrypt(data, address, key) if aes_xts else esp32_decrypt(data, address, key, flash_crypt_config)
+
+
+@dataclass(frozen=True)
+class FlashEncryption:
+    """The flash controller's encryption as a chip's eFuses configure it."""
+
+    key: bytes
+    aes_xts: bool
+    flash_crypt_config: int = 0xF
+
+    @classmethod
+    def from_efuses(cls, efuses) -> FlashEncryption | None:
+        """The key and mode burned in ``efuses`` (an :class:`esp_ota_emu.efuse.Efuses`); None without a key."""
+        key = efuses.flash_encryption_key
+        if key is None:
+            return None
+        if efuses.chip == "esp32":
+            return cls(key, aes_xts=False, flash_crypt_config=efuses.flash_crypt_config)
+        return cls(key, aes_xts=True)
+
+    def encrypt(self, data: bytes | memoryview, address: int) -> bytes:
+        """What ``esp_flash_write_encrypted(address, data)`` stores."""
+        return encrypt_flash_data(data, address, self.key, aes_xts=self.aes_xts, flash_crypt_config=self.flash_crypt_config)
+
+    def decrypt(self, data: bytes | memoryview, address: int) -> bytes:
+        """What a cache (mmap) read of ciphertext ``data`` at ``address`` returns."""
+        return decrypt_flash_data(data, address, self.key, aes_xts=self.aes_xts, flash_crypt_config=self.flash_crypt_config)
