@@ -449,7 +449,8 @@ class Efuses:
             "flash_encryption_key_set": self.flash_encryption_key is not None,
             "secure_boot_v2_enabled": self.secure_boot_v2_enabled,
             "secure_boot_key_digests": [
-                {**s, "digest": None if s["digest"] is None else s["digest"].hex()} for s in self.secure_boot_key_digests()
+                {**s, "digest": None if s["digest"] is None else s["digest"].hex()}
+                for s in self.secure_boot_key_digests()
             ],
         }
         if self.chip == "esp32":

@@ -79,7 +79,9 @@ def _run_units(data: bytes | memoryview, address: int, unit: int, transform) -> 
     if address < 0 or address % 16:
         raise InputError(f"flash address {address:#x} must be a non-negative multiple of 16")
     if len(data) % 16:
-        raise InputError(f"encrypted flash data is written in 16-byte blocks; {len(data)} bytes is not a multiple of 16")
+        raise InputError(
+            f"encrypted flash data is written in 16-byte blocks; {len(data)} bytes is not a multiple of 16"
+        )
     lead = address % unit
     tail = -(lead + len(data)) % unit
     buf = bytes(lead) + bytes(data) + bytes(tail) if lead or tail else bytes(data)
@@ -174,8 +176,12 @@ class FlashEncryption:
 
     def encrypt(self, data: bytes | memoryview, address: int) -> bytes:
         """What ``esp_flash_write_encrypted(address, data)`` stores."""
-        return encrypt_flash_data(data, address, self.key, aes_xts=self.aes_xts, flash_crypt_config=self.flash_crypt_config)
+        return encrypt_flash_data(
+            data, address, self.key, aes_xts=self.aes_xts, flash_crypt_config=self.flash_crypt_config
+        )
 
     def decrypt(self, data: bytes | memoryview, address: int) -> bytes:
         """What a cache (mmap) read of ciphertext ``data`` at ``address`` returns."""
-        return decrypt_flash_data(data, address, self.key, aes_xts=self.aes_xts, flash_crypt_config=self.flash_crypt_config)
+        return decrypt_flash_data(
+            data, address, self.key, aes_xts=self.aes_xts, flash_crypt_config=self.flash_crypt_config
+        )

@@ -425,7 +425,9 @@ def verify_app_update(
         only_block0 = efuses.key_digest_slots == 1
     else:
         if running is None:
-            return SignatureCheck(False, align_up(image_len), None, "no running app to take trusted keys from", "ESP_FAIL")
+            return SignatureCheck(
+                False, align_up(image_len), None, "no running app to take trusted keys from", "ESP_FAIL"
+            )
         trusted = image_key_digests(*running, scheme=scheme)
         if not trusted:
             return SignatureCheck(False, align_up(image_len), None, "no signatures were found for the running app",
