@@ -310,6 +310,15 @@ def test_redirects_are_followed(flash, app):
     assert result.boot_partition_updated
 
 
+def test_redirect_to_another_host_sets_the_bare_host_name(flash, app):
+    """esp_http_client_set_url replaces Host by the new host name without its port."""
+    with serve_files({"app.bin": app}, faults=Faults(redirects=1, redirect_host="localhost")) as srv:
+        result, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem)
+        hosts = [r.header("Host") for r in srv.requests]
+    assert result.boot_partition_updated
+    assert hosts == [f"127.0.0.1:{srv.port}", "localhost"]
+
+
 def test_endless_redirects_stop(flash, app):
     with serve_files({"app.bin": app}, faults=Faults(redirects=10_000)) as srv:
         err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="newest")

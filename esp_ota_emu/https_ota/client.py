@@ -123,6 +123,9 @@ class HttpClient:
         self._digest: _DigestState | None = None
         self._headers: dict[str, tuple[str, str]] = {}
         self.set_header("User-Agent", config.user_agent or DEFAULT_USER_AGENT)
+        parts = urlsplit(url)
+        default_port = parts.port in (None, 80, 443)
+        self.set_header("Host", parts.hostname if default_port else f"{parts.hostname}:{parts.port}")
         for key, value in config.headers:
             self.set_header(key, value)
         seconds = self.timeout_ms / 1000
@@ -325,6 +328,11 @@ class HttpClient:
         target, user, password = _split_userinfo(urljoin(self.url, location))
         if user is not None:
             self.username, self.password = user, password
+        new_host = urlsplit(target).hostname or ""
+        if new_host.lower() != (urlsplit(self.url).hostname or "").lower():
+            # esp_http_client_set_url sets Host to the bare new host name (no port), and only when the
+            # host name changes
+            self.set_header("Host", new_host)
         self.url = target
         self.redirect_counter += 1
 

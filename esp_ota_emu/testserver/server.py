@@ -45,6 +45,7 @@ class Faults:
     stall_seconds: float = 0.0  # ...for this long
     redirects: int = 0  # answer this many redirects before serving the file
     redirect_status: int = 302
+    redirect_host: str | None = None  # send absolute Locations naming this host (same port) instead of paths
     status: int | None = None  # answer GET and HEAD with this status and a small HTML page
     no_head: bool = False  # answer HEAD with 405
 
@@ -157,9 +158,11 @@ class _Handler(BaseHTTPRequestHandler):
         if match:
             hops, path = int(match.group(1)), match.group(2)
         if hops > 0:
-            return self._simple(
-                faults.redirect_status, head, {"Location": f"/_redirect/{hops - 1}{path}"}
-            )
+            location = f"/_redirect/{hops - 1}{path}"
+            if faults.redirect_host:
+                scheme = "https" if owner.tls is not None else "http"
+                location = f"{scheme}://{faults.redirect_host}:{owner.port}{location}"
+            return self._simple(faults.redirect_status, head, {"Location": location})
         content = owner.files.get(path.lstrip("/"))
         if content is None:
             return self._simple(404, head)
