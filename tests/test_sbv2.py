@@ -268,3 +268,15 @@ def test_boot_trust(sec):
     burned.burn_secure_boot_key_digest((sec / "rsa_public_key_digest.bin").read_bytes())
     burned.enable_secure_boot_v2()
     assert sbv2.verify_at_boot(data, n, burned, scheme="RSA").ok
+
+
+def test_rsa_reserved_bytes_are_ignored(sec):
+    """ESP-IDF checks magic, CRC and version only: an RSA block with non-zero reserved bytes still counts."""
+    data = bytearray((sec / "bootloader_signed_v2_rsa.bin").read_bytes())
+    sector = len(data) - SIG_SECTOR_SIZE
+    data[sector + 2] = 1
+    data[sector + 3] = 0x55
+    fixed = _refresh_crc(bytes(data), sector)
+    check = sbv2.verify_image_signatures(fixed, sector, [sbv2.key_digest(pub(sec, "rsa"))])
+    assert check.ok, check.reason
+    assert parse_signature_sector(fixed[sector:])[0]["hash"] == "sha256"

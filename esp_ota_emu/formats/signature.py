@@ -65,7 +65,8 @@ SignatureBlockV2 = Struct(
     "reserved" / Int8ul,
     "body"
     / Switch(
-        lambda ctx: (ctx.version, ctx.sha_type),
+        # ESP-IDF ignores the reserved bytes of RSA blocks; byte 2 only selects the ECDSA hash.
+        lambda ctx: (ctx.version, ctx.sha_type if ctx.version == SIG_BLOCK_VERSION_ECDSA else 0),
         {
             (SIG_BLOCK_VERSION_RSA, 0): _RsaBody,
             (SIG_BLOCK_VERSION_ECDSA, ECDSA_SHA_256): _EcdsaBody256,
@@ -129,10 +130,17 @@ class SignatureBlock:
         return CURVE_NAMES.get(self.curve_id)
 
     @property
+    def hash_type(self) -> int:
+        """ECDSA_SHA_384 for P-384 blocks, ECDSA_SHA_256 for every other block."""
+        if self.version == SIG_BLOCK_VERSION_ECDSA and self.sha_type == ECDSA_SHA_384:
+            return ECDSA_SHA_384
+        return ECDSA_SHA_256
+
+    @property
     def hash_name(self) -> str | None:
         if self.body is None:
             return None
-        return "sha384" if len(self.body.image_digest) == 48 else "sha256"
+        return "sha384" if self.hash_type == ECDSA_SHA_384 else "sha256"
 
     @property
     def image_digest(self) -> bytes | None:
@@ -145,7 +153,7 @@ class SignatureBlock:
             return None
         if self.version == SIG_BLOCK_VERSION_RSA:
             return RsaPublicKey.build(self.body.key)
-        if self.sha_type == ECDSA_SHA_384:
+        if self.hash_type == ECDSA_SHA_384:
             return EcdsaPublicKey384.build(self.body.key)
         return EcdsaPublicKey256.build(self.body.key)
 

@@ -261,7 +261,7 @@ def _verify_block(block: SignatureBlock, digest: bytes) -> tuple[str, str]:
             pub.verify(body.signature[::-1], digest, _PSS, utils.Prehashed(hashes.SHA256()))
         else:
             curve_cls = _CURVE_CLASSES.get(body.key.curve_id)
-            if curve_cls is None or (body.key.curve_id == CURVE_P384) != (block.sha_type == ECDSA_SHA_384):
+            if curve_cls is None or (body.key.curve_id == CURVE_P384) != (block.hash_type == ECDSA_SHA_384):
                 return "bad-key", f"block {block.index} names unknown curve id {body.key.curve_id}"
             coord = CURVE_COORD_LEN[body.key.curve_id]
             x = int.from_bytes(body.key.point[:coord], "little")
@@ -269,7 +269,7 @@ def _verify_block(block: SignatureBlock, digest: bytes) -> tuple[str, str]:
             pub = ec.EllipticCurvePublicNumbers(x, y, curve_cls()).public_key()
             r = int.from_bytes(body.signature[:coord], "little")
             s = int.from_bytes(body.signature[coord : 2 * coord], "little")
-            algo = hashes.SHA384() if block.sha_type == ECDSA_SHA_384 else hashes.SHA256()
+            algo = hashes.SHA384() if block.hash_type == ECDSA_SHA_384 else hashes.SHA256()
             pub.verify(utils.encode_dss_signature(r, s), digest, ec.ECDSA(utils.Prehashed(algo)))
     except InvalidSignature:
         return "bad-signature", f"block {block.index}: the signature does not verify"
@@ -328,9 +328,9 @@ def check_signature_sector(
                 BlockVerdict(block.index, "untrusted", f"block {block.index} is signed by an untrusted key", key_dig)
             )
             continue
-        if block.sha_type not in digests:
-            digests[block.sha_type] = _hash(block.sha_type, signed)
-        status, reason = _verify_block(block, digests[block.sha_type])
+        if block.hash_type not in digests:
+            digests[block.hash_type] = _hash(block.hash_type, signed)
+        status, reason = _verify_block(block, digests[block.hash_type])
         verdicts.append(BlockVerdict(block.index, status, reason, key_dig))
     verified = next((v.index for v in verdicts if v.status == "verified"), None)
     if verified is not None:
