@@ -478,3 +478,23 @@ def test_https_without_any_trust_anchor_is_refused(flash, app):
         err, _ = run(flash, srv.url("app.bin"), idf_release="newest", allow_http=True)
         assert err.esp_err == "ESP_ERR_HTTP_CONNECT" and "no server verification" in err.message
         assert srv.requests == []
+
+
+def test_cli_resume(flash, app):
+    runner = CliRunner()
+    faults = Faults(drop_after=300_000)
+    with serve_files({"app.bin": app}, faults=faults) as srv:
+        args = ["ota", str(flash), "--url", srv.url("app.bin"), "--cert-pem", str(srv.tls.ca_pem),
+                "--idf-release", "newest", "--resume", "--json"]
+        first = runner.invoke(cli, args)
+        assert first.exit_code == EXIT_OTA_FAILED
+        assert json.loads(first.stdout.splitlines()[-1])["result"] == "failed"
+        faults.drop_after = None
+        second = runner.invoke(cli, args)
+        assert second.exit_code == 0, second.output
+        assert [r.range for r in srv.requests] == ["bytes=0-", "bytes=300000-"]
+    lines = [json.loads(line) for line in second.stdout.splitlines()]
+    assert lines[-1]["resumed_from"] == 300_000 and lines[-1]["boot_partition_updated"]
+    writes = [line["data"] for line in lines if line.get("event") == "ESP_HTTPS_OTA_WRITE_FLASH"]
+    assert writes == write_flash_steps(len(app), first=301_024)
+    assert flash.read_bytes()[SLOT : SLOT + len(app)] == app

@@ -33,11 +33,12 @@ from .main import cli
 @click.option("--stall-seconds", type=float, default=0.0, help="...for this many seconds.")
 @click.option("--redirects", type=int, default=0, help="Fault: redirect this many times before serving.")
 @click.option("--redirect-status", type=click.Choice(["301", "302", "303", "307", "308"]), default="302")
+@click.option("--redirect-host", help="Fault: redirect to this host name (absolute Location, same port).")
 @click.option("--status", type=int, help="Fault: answer every request with this HTTP status.")
 @click.option("--no-head", is_flag=True, help="Fault: answer HEAD with 405.")
 def serve_cmd(paths, host, port, tls_dir, cert, key, no_tls, client_ca, auth, auth_scheme, drop_after, ignore_range,
               range_not_satisfiable, content_length_delta, chunked, stall_after, stall_seconds, redirects,
-              redirect_status, status, no_head):
+              redirect_status, redirect_host, status, no_head):
     """Serve PATHS (files, or folders of files) over HTTPS with HEAD and Range, until Ctrl-C."""
     if no_tls:
         tls = None
@@ -57,7 +58,7 @@ def serve_cmd(paths, host, port, tls_dir, cert, key, no_tls, client_ca, auth, au
     faults = Faults(
         drop_after=drop_after, ignore_range=ignore_range, range_not_satisfiable=range_not_satisfiable,
         content_length_delta=content_length_delta, chunked=chunked, stall_after=stall_after,
-        stall_seconds=stall_seconds, redirects=redirects, redirect_status=int(redirect_status), status=status,
+        stall_seconds=stall_seconds, redirects=redirects, redirect_status=int(redirect_status), redirect_host=redirect_host, status=status,
         no_head=no_head,
     )
     files = files_from_paths(list(paths))
