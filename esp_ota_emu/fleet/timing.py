@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
+from ..errors import InputError
 from ..flash import SECTOR_SIZE, FlashOp
 
 BLOCK_ERASE_SIZE = 0x10000  # the generic SPI flash driver's block_erase_size
@@ -121,3 +122,21 @@ class DeviceClock:
         self._last = now
         if self._tokens < -self._rate * MIN_SLEEP:
             time.sleep(-self._tokens / self._rate)
+
+
+_BANDWIDTH_UNITS = {"": 1, "bit": 1, "bps": 1, "k": 1e3, "kbit": 1e3, "kbps": 1e3, "m": 1e6, "mbit": 1e6, "mbps": 1e6,
+                   "g": 1e9, "gbit": 1e9, "gbps": 1e9}
+
+
+def parse_bandwidth(text: str) -> float:
+    """A link speed in bits per second: ``250kbit``, ``1Mbit``, ``2mbps`` or a plain number of bits/s."""
+    value = text.strip().lower().replace("/s", "")
+    number = value.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = value[len(number):]
+    try:
+        bits = float(number) * _BANDWIDTH_UNITS[unit]
+    except (ValueError, KeyError):
+        raise InputError(f"not a bandwidth: {text!r} (use e.g. 250kbit, 1Mbit or 2000000)") from None
+    if bits <= 0:
+        raise InputError(f"the bandwidth must be positive, not {text!r}")
+    return bits
