@@ -1,6 +1,7 @@
 """Imports every command module so that each registers its commands on the ``cli`` group."""
 
 # One import per command module; keep sorted.
+from . import diff  # noqa: F401
 from . import image_info  # noqa: F401
 from . import info  # noqa: F401
 from . import lifecycle  # noqa: F401
