@@ -258,3 +258,16 @@ def test_cli(tmp_path, bl52):
     assert bad.output.count("\n") == 1 and "not an ESP image" in bad.output
     usage = CliRunner().invoke(cli, ["mkflash", "-o", "x", "--partitions", "p", "--bootloader", "b", "--app", "nolabel"])
     assert usage.exit_code == 2
+
+
+def test_dry_run_writes_nothing(tmp_path, bl52):
+    layout = plan_flash(partitions=TWO_OTA, bootloader=bl52, apps={"ota_1": SAMPLES / "sample_v3.bin"}, size="8MB")
+    assert [(r.offset, r.what) for r in sorted(layout.regions, key=lambda r: r.offset)] == [
+        (0x1000, "bootloader"), (0x8000, "partition table"), (0x1F0000, "app ota_1")
+    ]
+    assert "esp-ota-emu-sample 3.0.0" in layout.describe()[-1]
+    out = tmp_path / "dry.bin"
+    result = CliRunner().invoke(cli, ["mkflash", "-o", str(out), "--partitions", str(TWO_OTA),
+                                      "--bootloader", str(bl52), "--dry-run"])
+    assert result.exit_code == 0 and "flash size 2MB -> 4MB" in result.output
+    assert not out.exists() and not sidecar_path(out).exists()
