@@ -23,6 +23,13 @@ def _label_files(ctx, param, values):
     return out
 
 
+def _chip_rev_option(ctx, param, value):
+    try:
+        return _chip_rev(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a revision like 3.0 or 301") from None
+
+
 @cli.command("mkflash")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The flash image to write.")
 @click.option("--partitions", required=True, type=click.Path(dir_okay=False),
@@ -36,7 +43,7 @@ def _label_files(ctx, param, values):
               help="Leave otadata erased, or select the OTA slot LABEL as esp_ota_set_boot_partition would.")
 @click.option("--size", default="4MB", show_default=True, help="Flash size (QEMU takes 2MB, 4MB, 8MB or 16MB).")
 @click.option("--chip", default=None, help="Chip (default: the bootloader header's); saved with the device.")
-@click.option("--chip-rev", default=None, help="Chip revision (e.g. 3.0); saved with the device.")
+@click.option("--chip-rev", default=None, callback=_chip_rev_option, help="Chip revision (e.g. 3.0); saved with the device.")
 @click.option("--flash-mode", type=click.Choice([KEEP, *FLASH_MODES]), default=KEEP, show_default=True,
               help="SPI mode written into the bootloader header.")
 @click.option("--flash-freq", default=KEEP, show_default=True, help="SPI frequency written into the bootloader header (40m, 80m, ...).")
@@ -66,7 +73,7 @@ def mkflash_cmd(output, partitions, bootloader, apps, data, otadata, size, chip,
         partition_table_offset=parse_size(partition_table_offset),
     )
     if not dry_run:
-        write_flash(layout, output, chip=chip, chip_rev=_chip_rev(chip_rev))
+        write_flash(layout, output, chip=chip, chip_rev=chip_rev)
     if as_json:
         echo_json({"output": None if dry_run else output, **layout.to_json()})
     else:
