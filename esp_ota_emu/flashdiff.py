@@ -259,7 +259,8 @@ def _holds(view: memoryview, r: _Region) -> str:
 
 
 def _erased(view: memoryview, start: int, end: int) -> bool:
-    return view[start:end].tobytes().count(0xFF) == end - start
+    part = view[start:end]
+    return part.tobytes().count(0xFF) == part.nbytes
 
 
 def diff_flashes(a: str | os.PathLike, b: str | os.PathLike, *, partition_table_offset: int | None = None) -> list[Change]:

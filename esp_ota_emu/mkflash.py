@@ -53,10 +53,6 @@ class HeaderPatch:
         return ", ".join(parts)
 
 
-def _nibble_name(table: tuple[tuple[str, int], ...], value: int) -> str:
-    return next((name for name, v in table if v == value), f"0x{value:x}")
-
-
 def _lookup(table: tuple[tuple[str, int], ...], name: str, what: str, chip: Chip) -> int:
     for known, value in table:
         if known.lower() == name.lower():
@@ -97,14 +93,14 @@ def patch_flash_params(
     if flash_freq != KEEP:
         speed = _lookup(chip.flash_freqs, flash_freq, "frequency", chip)
         if speed != speed_size.spi_speed:
-            old = _nibble_name(chip.flash_freqs, speed_size.spi_speed)
-            changes.append(f"flash frequency {old} -> {_nibble_name(chip.flash_freqs, speed)}")
+            old = chip.flash_freq_name(speed_size.spi_speed) or f"0x{speed_size.spi_speed:x}"
+            changes.append(f"flash frequency {old} -> {flash_freq.lower()}")
         speed_size.spi_speed = speed
     if flash_size != KEEP:
         size = _lookup(chip.flash_sizes, flash_size, "size", chip) >> 4
         if size != speed_size.spi_size:
-            old = _nibble_name(chip.flash_sizes, speed_size.spi_size << 4)
-            changes.append(f"flash size {old} -> {_nibble_name(chip.flash_sizes, size << 4)}")
+            old = chip.flash_size_name(speed_size.spi_size << 4) or f"0x{speed_size.spi_size:x}"
+            changes.append(f"flash size {old} -> {chip.flash_size_name(size << 4)}")
         speed_size.spi_size = size
     patched = bytearray(image)
     patched[:IMAGE_HEADER_SIZE] = ImageHeader.build(header)
