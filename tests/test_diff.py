@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import esp_ota_emu.cli.commands  # noqa: F401
 from esp_ota_emu.cli.main import cli
@@ -180,3 +182,25 @@ def test_cli(v1_flash, tmp_path):
     empty = tmp_path / "empty.bin"
     empty.write_bytes(b"")
     assert runner.invoke(cli, ["diff", str(empty), str(v1_flash)]).exit_code == 3
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(writes=st.lists(
+    st.tuples(st.integers(0, (4 << 20) - 64), st.binary(min_size=1, max_size=64)), min_size=1, max_size=8,
+))
+def test_changes_cover_exactly_the_changed_bytes(v1_flash, writes):
+    """Whatever is changed (outside the table sector, so both sides share one layout), the changes are
+    disjoint, in order, cover every differing byte and count each exactly once."""
+    b = copy(v1_flash, "h.bin")
+    touched = set()
+    with Flash.open(b) as f:
+        for offset, data in writes:
+            if offset + len(data) <= 0x8000 or offset >= 0x9000:
+                f.write_raw(offset, data)
+                touched.update(range(offset, offset + len(data)))
+    a_bytes, b_bytes = v1_flash.read_bytes(), b.read_bytes()
+    differing = sorted(i for i in touched if a_bytes[i] != b_bytes[i])
+    changes = diff_flashes(v1_flash, b)
+    assert sum(c.bytes_changed for c in changes) == len(differing)
+    assert all(x.end <= y.offset for x, y in zip(changes, changes[1:]))
+    assert all(any(c.offset <= i < c.end for c in changes) for i in differing)
