@@ -108,8 +108,9 @@ def qemu_command(
 ) -> list[str]:
     """The QEMU command line that boots ``flash_path`` (``idf.py qemu``'s, without networking).
 
-    Refuses flash sizes QEMU does not accept. ``serial`` is UART0's backend (``mon:stdio``, ``stdio``,
-    ``file:PATH``).
+    Refuses flash sizes QEMU does not accept. ``serial`` is UART0's backend: ``mon:stdio`` (UART0 and
+    the monitor on stdio, as idf.py runs it) or ``file:PATH``; a plain ``stdio`` would clash with the
+    monitor that ``-nographic`` puts there.
     """
     chip = chip_by_name(chip) if isinstance(chip, str) else chip
     target = qemu_target(chip)

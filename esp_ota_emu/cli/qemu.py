@@ -62,8 +62,7 @@ def qemu_cmd(flash, efuse, mode, timeout, expect, as_json, open_device):
             program = find_qemu(chip)
         except QemuNotFound:
             program = qemu_target(chip).program
-    serial = "mon:stdio" if mode == "print" or timeout is None else "stdio"
-    cmd = qemu_command(flash, efuse_path, chip=chip, qemu=program, serial=serial)
+    cmd = qemu_command(flash, efuse_path, chip=chip, qemu=program)
     if mode == "print":
         if as_json:
             echo_json({"command": cmd, "efuse_file": str(efuse_path), "chip": chip})
