@@ -173,8 +173,9 @@ class QemuRun:
 def run_qemu(cmd: list[str], *, timeout: float, expect: str | None = None) -> QemuRun:
     """Run QEMU, collecting UART0 (its stdout) until ``expect`` appears, QEMU exits, or ``timeout`` passes;
     then stop it."""
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert proc.stdout is not None
+    # stdin stays an open, silent pipe: UART0's receive side (and the monitor) see no input and no EOF
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None and proc.stdin is not None
     os.set_blocking(proc.stdout.fileno(), False)
     out = bytearray()
     seen = None if expect is None else False
@@ -209,5 +210,6 @@ def run_qemu(cmd: list[str], *, timeout: float, expect: str | None = None) -> Qe
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    proc.stdin.close()
     proc.stdout.close()
     return QemuRun(out.decode("utf-8", "replace"), seen, timed_out, returncode)
