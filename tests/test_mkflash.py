@@ -169,6 +169,9 @@ def test_otadata_slot_beyond_consecutive_count(tmp_path, bl52):
         ({"size": "5MB"}, "header cannot say 5MB"),
         ({"partition_table_offset": 0x5000}, "overlaps the partition table"),
         ({"otadata": "storage"}, "not an OTA app partition"),
+        ({"otadata": "ota_0", "data": {"otadata": b"\x01"}}, "both as data and with --otadata"),
+        ({"flash_freq": "33m"}, "ESP32 has no flash frequency '33m'"),
+        ({"flash_mode": "octal"}, "unknown flash mode 'octal'"),
     ],
 )
 def test_refusals(tmp_path, bl52, kwargs, message):
