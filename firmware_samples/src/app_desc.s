@@ -5,12 +5,7 @@
  * Which sample is built is chosen on the assembler command line with --defsym SAMPLE=<n>.
  */
 
-/* A fixed-size, NUL-padded character array field. */
-        .macro  char_field text, size
-        .set    .Lfield_start, .
-        .ascii  "\text"
-        .space  \size - (. - .Lfield_start)
-        .endm
+        .include "char_field.inc"
 
         .macro  app_desc version, secure_version
         .word   0xABCD5432              /* magic_word (ESP_APP_DESC_MAGIC_WORD) */

@@ -13,34 +13,7 @@
         .set    DESC_VERSION,       16
         .set    DESC_PROJECT_NAME,  48
 
-        .set    UART0_FIFO,         0x3FF40000  /* UART0 TX FIFO (write a byte to send it) */
-        .set    UART_STATUS,        0x1C        /* txfifo_cnt in bits 16..23 */
-        .set    RTC_WDTCONFIG0,     0x3FF4808C  /* RTC_CNTL_WDTCONFIG0_REG */
-        .set    RTC_WDTWPROTECT,    0x18        /* RTC_CNTL_WDTWPROTECT_REG, from WDTCONFIG0 */
-        .set    TIMG0_WDTCONFIG0,   0x3FF5F048  /* TIMG_WDTCONFIG0_REG(0) */
-        .set    TIMG1_WDTCONFIG0,   0x3FF60048  /* TIMG_WDTCONFIG0_REG(1) */
-        .set    TIMG_WDTWPROTECT,   0x1C        /* TIMG_WDTWPROTECT_REG, from WDTCONFIG0 */
-        .set    WDT_WKEY,           0x50D83AA1  /* write-protect unlock key */
-
-/* Send the byte in \reg on UART0 once the TX FIFO has room (a6 = UART0 base; clobbers a15). */
-        .macro  uart_putc reg
-1:      l32i    a15, a6, UART_STATUS
-        extui   a15, a15, 16, 8
-        bgeui   a15, 128, 1b
-        memw
-        s32i    \reg, a6, 0
-        .endm
-
-/* Unlock the watchdog whose WDTCONFIG0 is at \base, clear its configuration, lock it again. */
-        .macro  wdt_off base, wprotect
-        l32r    a3, \base
-        memw
-        s32i    a2, a3, \wprotect
-        memw
-        s32i    a4, a3, 0
-        memw
-        s32i    a4, a3, \wprotect
-        .endm
+        .include "esp32_io.inc"
 
         .section .flash.rodata, "a"
         .align  4
@@ -55,10 +28,7 @@ str_running:
 
         .section .flash.text, "ax"
         .align  4
-lit_wdt_wkey:       .word WDT_WKEY
-lit_rtc_wdt:        .word RTC_WDTCONFIG0
-lit_timg0_wdt:      .word TIMG0_WDTCONFIG0
-lit_timg1_wdt:      .word TIMG1_WDTCONFIG0
+        watchdog_literals
 lit_uart0:          .word UART0_FIFO
 lit_app_desc:       .word APP_DESC
 lit_powers:         .word powers_of_ten
@@ -68,11 +38,7 @@ lit_str_running:    .word str_running
         .global _start
         .align  4
 _start:
-        l32r    a2, lit_wdt_wkey
-        movi    a4, 0
-        wdt_off lit_rtc_wdt, RTC_WDTWPROTECT
-        wdt_off lit_timg0_wdt, TIMG_WDTWPROTECT
-        wdt_off lit_timg1_wdt, TIMG_WDTWPROTECT
+        disable_watchdogs
 
         l32r    a6, lit_uart0
         l32r    a8, lit_app_desc
@@ -121,14 +87,4 @@ skip_digit:
 idle:
         j       idle
 
-/* Send the NUL-terminated string at a2, at most a7 bytes (clobbers a2, a3, a7, a15). */
-        .align  4
-puts:
-        l8ui    a3, a2, 0
-        beqz    a3, puts_done
-        uart_putc a3
-        addi    a2, a2, 1
-        addi    a7, a7, -1
-        bnez    a7, puts
-puts_done:
-        ret
+        puts_routine
