@@ -3,8 +3,9 @@
     python firmware_samples/build.py [--out DIR]
 
 Assembles src/*.s with binutils-xtensa-lx106 (base Xtensa ISA, which the ESP32's LX6 runs), links
-with esp32_app.ld, turns each ELF into an esp_image with esp-ota-emu's own elf2image and writes
-``elf/sample_*.elf``, ``sample_*.bin`` and ``SHA256SUMS`` under DIR (default: this directory).
+with esp32_app.ld (the samples) or esp32_bootloader.ld (the stub bootloader), turns each ELF into an
+esp_image with esp-ota-emu's own elf2image and writes ``elf/*.elf``, ``sample_*.bin``,
+``bootloader_stub.bin`` and ``SHA256SUMS`` under DIR (default: this directory).
 Nothing depends on time or on where the tree lives, so every build gives the same bytes.
 
 The Secure Boot V2 signatures (RSA-PSS) and pre-encrypted images (esp_encrypted_img) contain random
@@ -38,6 +39,9 @@ LD = "xtensa-lx106-elf-ld"
 
 # name -> SAMPLE number given to src/app_desc.s (which picks version and secure_version).
 SAMPLES = {"sample_v1": 1, "sample_v2": 2, "sample_v3": 3}
+# A stand-in 2nd-stage bootloader (RAM segments and esp_bootloader_desc_t like ESP-IDF's; esp32_bootloader.ld),
+# so that a flash can be made without a real one.
+BOOTLOADER_STUB = "bootloader_stub"
 # The broken sample: sample_v2 with the last byte of its appended SHA-256 digest inverted.
 BROKEN = ("sample_broken", "sample_v2")
 # Test keys (RSA-3072, made for these samples only; never use them on a real device).
@@ -64,15 +68,26 @@ def run(*command: str, cwd: Path) -> None:
         sys.exit(f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}")
 
 
-def build_elf(name: str, sample: int, work: Path) -> bytes:
-    """Assemble and link one sample; paths are relative so none ends up in the ELF."""
-    desc = work / f"app_desc_{sample}.o"
-    main = work / "main.o"
-    run(AS, "--defsym", f"SAMPLE={sample}", "-o", str(desc), "src/app_desc.s", cwd=HERE)
-    run(AS, "-o", str(main), "src/main.s", cwd=HERE)
-    elf = work / f"{name}.elf"
-    run(LD, "-T", "esp32_app.ld", "-o", str(elf), str(main), str(desc), cwd=HERE)
+def assemble(source: str, obj: Path, *options: str) -> Path:
+    """Assemble one source (its includes are in src/); paths are relative so none ends up in the output."""
+    run(AS, "-I", "src", *options, "-o", str(obj), source, cwd=HERE)
+    return obj
+
+
+def link(script: str, objects: list[Path], elf: Path) -> bytes:
+    run(LD, "-T", script, "-o", str(elf), *map(str, objects), cwd=HERE)
     return elf.read_bytes()
+
+
+def build_sample_elf(name: str, sample: int, work: Path) -> bytes:
+    desc = assemble("src/app_desc.s", work / f"app_desc_{sample}.o", "--defsym", f"SAMPLE={sample}")
+    main = assemble("src/main.s", work / "main.o")
+    return link("esp32_app.ld", [main, desc], work / f"{name}.elf")
+
+
+def build_bootloader_stub_elf(work: Path) -> bytes:
+    stub = assemble(f"src/{BOOTLOADER_STUB}.s", work / f"{BOOTLOADER_STUB}.o")
+    return link("esp32_bootloader.ld", [stub], work / f"{BOOTLOADER_STUB}.elf")
 
 
 def break_image(image: bytes) -> bytes:
@@ -123,9 +138,12 @@ def build(out: Path, previous: Path | None = HERE) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, sample in SAMPLES.items():
-            elf = build_elf(name, sample, Path(tmp))
+            elf = build_sample_elf(name, sample, Path(tmp))
             files[f"elf/{name}.elf"] = elf
             files[f"{name}.bin"] = elf2image(ElfFile(elf, f"{name}.elf"), chip, **IMAGE_OPTIONS)
+        elf = build_bootloader_stub_elf(Path(tmp))
+        files[f"elf/{BOOTLOADER_STUB}.elf"] = elf
+        files[f"{BOOTLOADER_STUB}.bin"] = elf2image(ElfFile(elf, f"{BOOTLOADER_STUB}.elf"), chip, **IMAGE_OPTIONS)
     broken, source = BROKEN
     files[f"{broken}.bin"] = break_image(files[f"{source}.bin"])
     for name, (source, key_file) in SIGNED.items():

@@ -32,7 +32,7 @@ from esp_ota_emu.image.builder import elf2image
 from esp_ota_emu.image.elf import ElfFile
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE_ELFS = sorted((REPO / "firmware_samples" / "elf").glob("*.elf"))
+SAMPLE_ELFS = sorted((REPO / "firmware_samples" / "elf").glob("sample_*.elf"))
 ESPTOOL = Path(sys.executable).with_name("esptool")
 
 SHT_PROGBITS, SHT_STRTAB, SHT_NOBITS, SHT_INIT_ARRAY = 1, 3, 8, 14

@@ -1,4 +1,5 @@
-"""The committed firmware samples: checksums, contents, verification, and that they rebuild identically."""
+"""The committed firmware samples and stub bootloader: checksums, contents, verification, and that they
+rebuild identically."""
 
 from __future__ import annotations
 
@@ -10,8 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from click.testing import CliRunner
+
+import esp_ota_emu.cli.commands  # noqa: F401  (registers image-info)
 from esp_ota_emu.chips import chip_by_name
+from esp_ota_emu.cli.main import cli
 from esp_ota_emu.formats.app_desc import c_text
+from esp_ota_emu.formats.bootloader_desc import ESP_BOOTLOADER_DESC_MAGIC_BYTE
 from esp_ota_emu.image import parse_image, verify_image
 from esp_ota_emu.image.builder import elf2image
 from esp_ota_emu.image.elf import ElfFile
@@ -40,6 +46,10 @@ EXPECTED = {  # sample -> (version, secure_version)
     "sample_v2": ("2.0.0", 0),
     "sample_v3": ("3.0.0", 2),
 }
+STUB = "bootloader_stub"
+STUB_LINE = (
+    "esp-ota-emu stub bootloader: not a real 2nd-stage bootloader, use mkflash --bootloader with ESP-IDF's for QEMU\r\n"
+)
 
 
 def sha256sums() -> dict[str, str]:
@@ -50,8 +60,8 @@ def sha256sums() -> dict[str, str]:
 def test_committed_files_match_sha256sums():
     sums = sha256sums()
     built = {p.relative_to(SAMPLES).as_posix() for p in [*SAMPLES.glob("*.bin"), *SAMPLES.glob("elf/*.elf")]}
-    names = [*EXPECTED, "sample_broken", *SIGNED, *ENCRYPTED]
-    assert set(sums) == built == {f"{n}.bin" for n in names} | {f"elf/{n}.elf" for n in EXPECTED}
+    names = [*EXPECTED, STUB, "sample_broken", *SIGNED, *ENCRYPTED]
+    assert set(sums) == built == {f"{n}.bin" for n in names} | {f"elf/{n}.elf" for n in [*EXPECTED, STUB]}
     for name, digest in sums.items():
         assert hashlib.sha256((SAMPLES / name).read_bytes()).hexdigest() == digest, name
 
@@ -86,17 +96,24 @@ def _sext(value: int, bits: int) -> int:
 
 
 class SampleRun:
-    """Runs a sample's code the way the CPU would after an ESP-IDF bootloader maps its flash segments.
+    """Runs an image's code the way the CPU would once its segments are in place: the samples' after an
+    ESP-IDF bootloader maps their flash segments, the stub bootloader's after the ROM loads it into RAM.
 
     QEMU-esp32 is not available here, so this executes the (small) subset of the base Xtensa ISA the
     samples use, with each flash-mapped segment's 64 KiB pages mapped as set_cache_and_start_app()
-    maps them, and records what is written to peripherals. Any other instruction fails the test.
+    maps them and each RAM segment at its load address, and records what is written to peripherals.
+    Any other instruction fails the test.
     """
 
     def __init__(self, data: bytes):
         image = parse_image(data)
+        esp32 = chip_by_name("esp32")
         self.pages = {}  # virtual 64 KiB page -> image offset of the flash page mapped there
+        self.ram = []  # (load address, end, image offset) of each RAM segment
         for segment in image.segments:
+            if not esp32.should_map(segment.load_addr):
+                self.ram.append((segment.load_addr, segment.load_addr + segment.length, segment.data_offset))
+                continue
             first, last = segment.load_addr >> 16, (segment.load_addr + segment.length - 1) >> 16
             for n, page in enumerate(range(first, last + 1)):
                 self.pages[page] = (segment.data_offset & ~0xFFFF) + (n << 16)
@@ -109,7 +126,8 @@ class SampleRun:
     def load(self, addr: int, size: int) -> int:
         if addr == UART0_STATUS:
             return 0  # TX FIFO empty
-        offset = self.pages[addr >> 16] + (addr & 0xFFFF)
+        ram = [offset + addr - start for start, end, offset in self.ram if start <= addr and addr + size <= end]
+        offset = ram[0] if ram else self.pages[addr >> 16] + (addr & 0xFFFF)
         return int.from_bytes(self.flash[offset : offset + size], "little")
 
     def store(self, addr: int, value: int) -> None:
@@ -188,12 +206,18 @@ class SampleRun:
         raise AssertionError("the sample did not reach its idle loop")
 
 
-@pytest.mark.parametrize("name", [*EXPECTED, "sample_v3_signed"])
-def test_sample_program_disables_watchdogs_and_prints_its_line(name):
+def _expected_line(name: str) -> str:
+    if name == STUB:
+        return STUB_LINE
+    version, secure_version = EXPECTED[name.removesuffix("_signed")]
+    return f"esp-ota-emu-sample {version} secure_version={secure_version} running\r\n"
+
+
+@pytest.mark.parametrize("name", [*EXPECTED, "sample_v3_signed", STUB])
+def test_program_disables_watchdogs_and_prints_its_line(name):
     run = SampleRun((SAMPLES / f"{name}.bin").read_bytes())
     run.run()
-    version, secure_version = EXPECTED[name.removesuffix("_signed")]
-    assert run.uart.decode() == f"esp-ota-emu-sample {version} secure_version={secure_version} running\r\n"
+    assert run.uart.decode() == _expected_line(name)
     key = 0x50D83AA1
     for config0, wprotect in ((0x3FF4808C, 0x3FF480A4), (0x3FF5F048, 0x3FF5F064), (0x3FF60048, 0x3FF60064)):
         stores = [w for w in run.writes if w[0] in (config0, wprotect)]
@@ -225,8 +249,49 @@ def test_broken_sample_fails_verification_on_its_hash():
     assert "(invalid)" in info.stdout and "Checksum: " in info.stdout
 
 
-@pytest.mark.parametrize("name", list(EXPECTED))
-def test_sample_image_is_what_both_elf2images_make_of_its_elf(name, tmp_path):
+def test_bootloader_stub_is_laid_out_like_an_esp_idf_bootloader():
+    """RAM segments only, the esp_bootloader_desc_t at image offset 0x20 in DRAM, code in the IRAM regions
+    of ESP-IDF's bootloader.ld, DIO / 40m / 4MB, and ESP-IDF's bootloader-slot verification accepts it."""
+    data = (SAMPLES / f"{STUB}.bin").read_bytes()
+    image = parse_image(data)
+    assert image.chip.name == "esp32" and image.app_desc is None
+    desc = image.bootloader_desc
+    assert desc.magic_byte == ESP_BOOTLOADER_DESC_MAGIC_BYTE and desc.reserved == bytes(3)
+    assert (desc.version, c_text(desc.idf_ver), desc.date_time, desc.reserved2) == (
+        1, "esp-ota-emu-stub", bytes(24), bytes(16)
+    )
+    dram, loader, iram = image.segments
+    assert (dram.load_addr, dram.data_offset) == (0x3FFF0000, 0x20) and "DRAM" in dram.kinds
+    assert loader.load_addr == 0x40078000 and iram.load_addr == 0x40080400
+    assert iram.load_addr <= image.header.entry_addr < iram.load_addr + iram.length
+    esp32 = chip_by_name("esp32")
+    assert not any(esp32.should_map(segment.load_addr) for segment in image.segments)
+    header = image.header
+    assert (header.spi_mode, esp32.flash_freq_name(header.spi_size_speed.spi_speed)) == (2, "40m")
+    assert esp32.flash_size_name(header.spi_size_speed.spi_size << 4) == "4MB"
+    assert image.checksum_ok and image.hash_ok
+    result = verify_image(data, 0, 0x7000, chip="esp32", chip_rev=300, is_bootloader=True)
+    assert result.esp_err == "ESP_OK", result.reason
+    assert result.image_len == len(data)
+
+
+def test_bootloader_stub_image_info_is_esptools():
+    """esptool image-info reads the same image (and the stub's Bootloader Information) as ours."""
+    path = SAMPLES / f"{STUB}.bin"
+    theirs = subprocess.run([str(ESPTOOL), "image-info", str(path)], capture_output=True, text=True, check=True)
+    expected = theirs.stdout.splitlines()[1:]  # after esptool's version banner
+    assert expected[-5:] == [
+        "Bootloader Information", "======================", "Bootloader version: 1", "ESP-IDF: esp-ota-emu-stub",
+        "Compile time: ",
+    ]
+    result = CliRunner().invoke(cli, ["image-info", str(path)])
+    assert result.exit_code == 0, result.output
+    ours = result.output.splitlines()
+    assert ours[: len(expected)] == expected
+
+
+@pytest.mark.parametrize("name", [*EXPECTED, STUB])
+def test_image_is_what_both_elf2images_make_of_its_elf(name, tmp_path):
     elf = SAMPLES / "elf" / f"{name}.elf"
     committed = (SAMPLES / f"{name}.bin").read_bytes()
     mine = elf2image(ElfFile.open(elf), chip_by_name("esp32"), flash_mode="dio", flash_freq="40m", flash_size="4MB")
