@@ -11,14 +11,16 @@ and one update:
    bootloader with its own otadata writes) and ``esp_ota_mark_app_valid_cancel_rollback`` in the new
    app. The replay must make the HTTPS run's flash operations one for one; the campaign refuses to
    run otherwise.
-2. **Cut.** For each cut point (operation ``k``, cleanly before it or with it torn): put the flash
-   back to the start with the undo log, run the scenario until the power goes at ``k``, power on
-   (a fresh device: RAM is gone, eFuses stay), and check the invariants: the bootloader boots an app
-   whose image verifies and which is the old or the new one; otadata still selects an app; nothing
-   outside the target slot and otadata was written; with ``resume``, continuing the interrupted
-   download from the progress the app had saved gives a slot byte-identical to the image.
+2. **Cut.** At each cut point (operation ``k``, cleanly before it or with it torn) the flash is
+   exactly what a power cut there leaves. A device with fresh RAM (eFuses kept) powers on from it,
+   and the invariants are checked: the bootloader boots an app whose image verifies and which is
+   the old or the new one; otadata still selects an app; nothing outside the target slot and
+   otadata was written; with ``resume``, continuing the interrupted download from the progress the
+   app had saved gives a slot byte-identical to the image. Then the undo log rewinds the flash to
+   the moment before ``k`` and the scenario goes on to the next cut point, so the scenario runs
+   once, not once per cut point, and no flash is ever copied per cut point.
 
-Cut points are independent, so they are shared out over worker processes, each with its own flash copy.
+Cut points are shared out over worker processes, each running the scenario on its own flash copy.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
+from .bootloader import BootResult
 from .device import Device, DeviceSettings, DeviceState
 from .errors import EspError, InputError
-from .faults import CutInjector, OpRecorder, PowerCut, UndoLog
+from .faults import OpRecorder, UndoLog, cut_rng, tear
 from .flash import Flash, FlashOp
 from .https_ota.config import IMAGE_HEADER_SIZE
 from .ota_ops import OTA_SIZE_UNKNOWN, OTA_WITH_SEQUENTIAL_WRITES
@@ -182,22 +185,38 @@ class Setup:
     start_active_ok: bool
 
 
-class Worker:
-    """Runs cut points on its own copy of the starting flash, restoring it by undo log between them."""
+class _Done(Exception):
+    """Raised by a worker's hook once its last cut point is checked: the rest of the scenario is not needed."""
 
-    def __init__(self, setup: Setup, folder: Path):
+
+class Worker:
+    """Runs the scenario once on its own flash copy and checks the device at each of its cut points.
+
+    At cut point ``k`` a hook, called before operation ``k`` (after the undo log saved what ``k`` will
+    change), tears ``k`` if asked, powers a fresh device on from that flash, checks the invariants,
+    and rewinds the flash by undo log to where the scenario stood. The scenario then carries on as
+    if nothing had happened, to the next cut point: every cut point sees exactly the flash a real
+    power cut there would leave, and the scenario runs once per worker, not once per cut point.
+    """
+
+    def __init__(self, setup: Setup, folder: Path, points: Sequence[CutPoint]):
         self.setup = setup
         path = folder / f"worker-{os.getpid()}.bin"
         shutil.copyfile(setup.start_flash, path)
         self.flash = Flash.open(path)
         self.undo = UndoLog(self.flash)
-        self.cutter = CutInjector(self.flash)
+        self.flash.hooks.append(self._before_operation)
+        self.points: dict[int, list[bool]] = {}
+        for p in points:
+            self.points.setdefault(p.index, []).append(p.torn)
+        self.last = max(self.points, default=-1)
+        self.count = 0  # operations of the scenario itself (not those of the checks)
+        self.checking = False
+        self.stray: str | None = None  # the first scenario write outside the allowed ranges
+        self.results: list[CutResult] = []
 
     def close(self) -> None:
         self.flash.close()
-
-    def _device(self, settings: DeviceSettings, state: DeviceState) -> ScratchDevice:
-        return ScratchDevice(self.flash, settings, state)
 
     def phase_of(self, index: int) -> str:
         current = PHASES[0]
@@ -207,39 +226,75 @@ class Worker:
                 current = phase
         return current
 
-    def run(self, point: CutPoint) -> CutResult:
+    def run(self) -> list[CutResult]:
         s = self.setup
-        self.undo.restore(0)
-        settings = replace(s.settings)
-        dev = self._device(settings, copy.deepcopy(s.state))
-        target = dev.partitions.find(s.target)
-        log = ScenarioLog(self.flash.op_count, self.flash)
-        failures: list[str] = []
-        self.cutter.arm(point.index, torn=point.torn, seed=s.seed)
+        self.dev = ScratchDevice(self.flash, replace(s.settings), copy.deepcopy(s.state))
+        self.target = self.dev.partitions.find(s.target)
+        self.log = ScenarioLog(self.flash.op_count, self.flash)
         try:
-            run_scenario(dev, target, plan=s.plan, log=log)
-        except PowerCut:
+            run_scenario(self.dev, self.target, s.plan, self.log)
+        except _Done:
             pass
-        except EspError as err:
-            failures.append(f"the update itself failed: {err}")
+        for torn in self.points.get(s.op_count, ()):
+            self._cut(s.op_count, None, torn)
+        return self.results
+
+    def _before_operation(self, op: FlashOp) -> None:
+        if self.checking:
+            return
+        k = self.count
+        self.count += 1
+        if self.stray is None and not self._allowed(op.addr, op.end):
+            self.stray = f"wrote 0x{op.addr:x}..0x{op.end:x}, outside the target slot and otadata"
+        for torn in self.points.get(k, ()):
+            self._cut(k, op, torn)
+        if k >= self.last:
+            raise _Done
+
+    def _allowed(self, start: int, end: int) -> bool:
+        return any(lo <= start and end <= hi for lo, hi in self.setup.allowed)
+
+    def _cut(self, k: int, op: FlashOp | None, torn: bool) -> None:
+        """Power cut before operation ``k`` (or during it), power on, check, rewind."""
+        mark = self.undo.mark()
+        self.checking = True
+        try:
+            left = None
+            if torn and op is not None:
+                self.undo(op)  # logged again, so that the rewind also undoes the tear
+                left = tear(self.flash, op, cut_rng(self.setup.seed, k))
+            self.results.append(self._power_on(k, torn, left, mark))
         finally:
-            self.cutter.disarm()
-        # Power on: RAM (the device's state) is gone, the eFuses (settings) keep what was burned.
-        dev = self._device(settings, DeviceState())
+            self.undo.restore(mark)
+            self.checking = False
+
+    def _power_on(self, k: int, torn: bool, left: str | None, mark: int) -> CutResult:
+        # RAM (the device's state) is gone; the eFuses (settings) keep what was burned so far.
+        settings = replace(self.dev.settings)
+        dev = ScratchDevice(self.flash, settings, DeviceState())
         boot = dev.boot(power_on=True)
-        outcome = self._check_boot(dev, boot.booted, failures)
+        failures: list[str] = []
+        outcome = self._check_boot(dev, boot, failures)
         self._check_otadata(dev, failures)
-        self._check_writes(failures)
-        result = CutResult(point.index, point.torn, self.phase_of(point.index), outcome, failures, self.cutter.left)
-        if s.resume and outcome == "old" and result.phase in ("download", "otadata"):
-            result.resumed = self._check_resume(dev, target, log.progress, failures)
+        if self.stray is not None:
+            failures.append(self.stray)
+        for start, end in self.undo.ranges(mark):
+            if not self._allowed(start, end):
+                failures.append(f"the bootloader wrote 0x{start:x}..0x{end:x}, outside otadata")
+                break
+        result = CutResult(k, torn, self.phase_of(k), outcome, failures, left)
+        if self.setup.resume and outcome == "old" and result.phase in ("download", "otadata"):
+            result.resumed = self._check_resume(dev, self.log.progress, failures)
         return result
 
-    def _check_boot(self, dev: Device, booted: Partition | None, failures: list[str]) -> str:
+    def _check_boot(self, dev: Device, boot: BootResult, failures: list[str]) -> str:
+        booted = boot.booted
         if booted is None:
             failures.append("no bootable app: the bootloader found nothing to boot")
             return "bricked"
-        verified = dev.verify_partition(booted)
+        settings = dev.settings
+        validated = not (settings.skip_validation_always or settings.skip_validation_on_power_on)
+        verified = boot.image if validated else dev.verify_partition(booted)
         if not verified.ok:
             failures.append(f"boots '{booted.label}' whose image does not verify: {verified.reason}")
             return "bricked"
@@ -258,14 +313,8 @@ class Worker:
         if self.setup.start_active_ok and get_active_otadata(entries) == -1:
             failures.append("otadata has no valid entry any more: " + "; ".join(e.describe() for e in entries))
 
-    def _check_writes(self, failures: list[str]) -> None:
-        for start, end in self.undo.ranges():
-            if not any(lo <= start and end <= hi for lo, hi in self.setup.allowed):
-                failures.append(f"wrote 0x{start:x}..0x{end:x}, outside the target slot and otadata")
-                return
-
-    def _check_resume(self, dev: Device, target: Partition, progress: int, failures: list[str]) -> bool:
-        image = self.setup.plan.image
+    def _check_resume(self, dev: Device, progress: int, failures: list[str]) -> bool:
+        image, target = self.setup.plan.image, self.target
         try:
             resume_ota(dev, target, self.setup.plan, progress)
         except EspError as err:
@@ -278,9 +327,9 @@ class Worker:
 
 
 def _run_shard(setup: Setup, points: Sequence[CutPoint], folder: str) -> list[CutResult]:
-    worker = Worker(setup, Path(folder))
+    worker = Worker(setup, Path(folder), points)
     try:
-        return [worker.run(p) for p in points]
+        return worker.run()
     finally:
         worker.close()
 

@@ -18,7 +18,9 @@ from esp_ota_emu.cli.main import cli
 from esp_ota_emu.device import Device
 from esp_ota_emu.errors import EXIT_NO_BOOTABLE, EspError, InputError
 from esp_ota_emu.flash import SECTOR_SIZE
-from esp_ota_emu.powercut import Campaign, CutPoint, OtaPlan, record_https_ota
+from esp_ota_emu.device import DeviceState
+from esp_ota_emu.faults import CutInjector, PowerCut
+from esp_ota_emu.powercut import Campaign, CutPoint, OtaPlan, ScenarioLog, ScratchDevice, record_https_ota, run_scenario
 from esp_ota_emu.testserver import serve_files
 
 MERGED = "derived/esp32_arduino-idf-v4.4.7_fivef_merged_4MB_with_boot_app0.bin"
@@ -104,6 +106,32 @@ def test_a_cut_point_is_reproduced_by_index_and_seed(flash, image):
         first, second = c.run(points), c.run(points[::-1])
     assert [(r.index, r.left) for r in first.results] == [(r.index, r.left) for r in second.results]
     assert len({r.left for r in first.results}) == 3
+
+
+def test_rewinding_equals_a_real_cut_from_the_start(flash, image, realdata, tmp_path):
+    """The campaign rewinds one running scenario by undo log; a cut on a fresh copy, with the scenario
+    really stopped by PowerCut, must leave the same flash (same boot outcome, same tear)."""
+    with campaign(flash, image, seed=7, rollback=True) as c:
+        ks = sorted({0, 1, 2, 100, c.phase_starts["otadata"], c.phase_starts["otadata"] + 1,
+                     c.phase_starts["confirm"], c.phase_starts["confirm"] + 1, c.op_count - 1})
+        points = [CutPoint(k, torn) for k in ks for torn in (False, True)]
+        report = c.run(points)
+    by_point = {(r.index, r.torn): r for r in report.results}
+    for k in ks:
+        for torn in (False, True):
+            fresh = tmp_path / f"cut-{k}-{torn}.bin"
+            shutil.copyfile(realdata / MERGED, fresh)
+            with Device.open(fresh, rollback=True) as dev:
+                dev.power_on_if_needed()
+                target = dev.ota.get_next_update_partition(None)
+                cutter = CutInjector(dev.flash)
+                cutter.arm(k, torn=torn, seed=7)
+                with pytest.raises(PowerCut):
+                    run_scenario(dev, target, OtaPlan(image), ScenarioLog(dev.flash.op_count, dev.flash))
+                cutter.detach()
+                after = ScratchDevice(dev.flash, dev.settings, DeviceState()).boot(power_on=True)
+                outcome = {"app0": "old", "app1": "new"}[after.booted.label]
+            assert (outcome, cutter.left) == (by_point[(k, torn)].outcome, by_point[(k, torn)].left), (k, torn)
 
 
 def test_replay_makes_the_https_runs_flash_operations(flash, image):
