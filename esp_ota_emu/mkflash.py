@@ -21,7 +21,7 @@ from typing import Mapping, Union
 
 from .chips import Chip, chip_by_name
 from .errors import EspError, InputError
-from .flash import format_size, parse_size
+from .flash import SECTOR_SIZE, format_size, parse_size
 from .formats.app_desc import c_text
 from .formats.image import HASH_LEN, IMAGE_HEADER_SIZE, SPI_MODES, ImageHeader
 from .formats.otadata import OtaState, build_entry
@@ -31,7 +31,6 @@ from .partitions import Partition, PartitionTable, is_binary
 
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview]
 
-SECTOR_SIZE = 0x1000
 FILL = 0xFF
 _CHUNK = 1 << 20
 # esptool's FLASH_MODES: the modes write-flash / merge-bin accept.
