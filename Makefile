@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m esp_ota_emu.demo
+	$(PY) examples/demo.py
 
 test: $(STAMP) xtensa-assembler
 	$(PY) -m pytest -n 2 -q

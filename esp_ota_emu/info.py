@@ -108,7 +108,7 @@ def flash_report(dev: Device) -> dict[str, Any]:
             if not result.ok:
                 entry["error"] = result.reason
             if "image_len" in entry:
-                entry["fill"] = round(100 * entry["image_len"] / p.size, 1)
+                entry["fill"] = round(100 * entry["image_len"] / p.size, 2)
         if p.label in ota_state:
             entry["ota_state"] = ota_state[p.label]
         apps.append(entry)

@@ -44,7 +44,7 @@ def render(r: dict) -> list[str]:
             f"{k} {a[k]}" for k in ("project_name", "version", "idf_ver", "secure_version") if a.get(k) not in (None, "")
         )
         state = "valid" if a["valid"] else f"INVALID: {a.get('error')}"
-        fill = f", {a['fill']}% full" if "fill" in a else ""
+        fill = f", {a['image_len']} bytes ({a['fill']}% of the slot)" if "fill" in a else ""
         ota = f", ota_state {a['ota_state']}" if "ota_state" in a else ""
         lines.append(f"{head}: {state}{(', ' + desc) if desc else ''}{fill}{ota}")
     for d in r["data"]:
