@@ -25,7 +25,6 @@ import httpx
 
 from ..errors import EspError
 from .config import (
-    DEFAULT_HTTP_BUF_SIZE,
     DEFAULT_MAX_AUTH_RETRIES,
     DEFAULT_MAX_REDIRECT,
     DEFAULT_TIMEOUT_MS,
@@ -114,7 +113,6 @@ class HttpClient:
         self.password = config.password if config.password is not None else password
         self.method = "GET"
         self.timeout_ms = config.timeout_ms or DEFAULT_TIMEOUT_MS
-        self.buffer_size = config.buffer_size or DEFAULT_HTTP_BUF_SIZE
         self.max_redirection_count = config.max_redirection_count or DEFAULT_MAX_REDIRECT
         retries = config.max_authorization_retries
         self.max_authorization_retries = DEFAULT_MAX_AUTH_RETRIES if retries == 0 else max(retries, 0)

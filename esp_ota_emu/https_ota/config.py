@@ -8,7 +8,6 @@ from typing import Callable, Protocol
 
 DEFAULT_USER_AGENT = "ESP32 HTTP Client/1.0"
 DEFAULT_TIMEOUT_MS = 5000
-DEFAULT_HTTP_BUF_SIZE = 512  # esp_http_client rx/tx buffer
 DEFAULT_MAX_REDIRECT = 10
 DEFAULT_MAX_AUTH_RETRIES = 10
 IMAGE_HEADER_SIZE = 1024  # esp_https_ota reads this much before the first flash write

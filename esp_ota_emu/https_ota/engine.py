@@ -18,7 +18,7 @@ from ..image.reader import describe_non_image
 from ..ota_ops import OTA_SIZE_UNKNOWN, OTA_WITH_SEQUENTIAL_WRITES
 from . import events as ev
 from .client import REDIRECT_STATUSES, HttpClient
-from .config import DEFAULT_REQUEST_SIZE, IMAGE_HEADER_SIZE, OnEvent, OtaConfig
+from .config import DEFAULT_MAX_AUTH_RETRIES, DEFAULT_REQUEST_SIZE, IMAGE_HEADER_SIZE, OnEvent, OtaConfig
 
 if TYPE_CHECKING:
     from ..bootloader import BootResult
@@ -76,7 +76,7 @@ class EspHttpsOta:
         self.buffer_size = max(config.http.buffer_size, IMAGE_HEADER_SIZE)
         self.ota_resumption = config.ota_resumption
         retries = config.http.max_authorization_retries
-        self.auth_retries = 10 if retries == 0 else max(retries, 0)
+        self.auth_retries = DEFAULT_MAX_AUTH_RETRIES if retries == 0 else max(retries, 0)
         self.enc_header = config.enc_img_header_size if config.decrypt is not None else 0
         self.resumed_from = 0
 
