@@ -25,8 +25,10 @@ import threading
 from dataclasses import dataclass
 
 try:
+    import gevent
     from locust import User, events, task
     from locust.exception import StopUser
+    from locust.runners import STATE_RUNNING, LocalRunner
 except ImportError as err:  # the package itself works without Locust
     raise ImportError("esp_ota_emu.locust_user needs Locust: pip install 'esp-ota-emu[fleet]'") from err
 
@@ -79,6 +81,23 @@ def _close_templates(**_kwargs) -> None:
         for template in _templates.values():
             template.close()
         _templates.clear()
+
+
+_watching_runners: set[int] = set()
+
+
+def _end_run_when_all_users_stopped(runner) -> None:
+    """With ``--esp-devices-per-user``, a standalone run ends once every user has updated its devices
+    (instead of idling until ``--run-time``); distributed runs end by the master's run time."""
+    if not isinstance(runner, LocalRunner) or runner.state != STATE_RUNNING or id(runner) in _watching_runners:
+        return
+    _watching_runners.add(id(runner))
+
+    def quit_when_done() -> None:
+        runner.user_greenlets.join()
+        runner.quit()
+
+    gevent.spawn(quit_when_done)
 
 
 @dataclass
@@ -144,6 +163,7 @@ class EspOtaUser(User):
         """A new device from the template takes the whole rollout; its results go to Locust's statistics."""
         r = self.rollout
         if r.devices_per_user and self.devices_done >= r.devices_per_user:
+            _end_run_when_all_users_stopped(self.environment.runner)
             raise StopUser()
         worker = getattr(self.environment.runner, "worker_index", 0)
         number = next(_device_numbers)
