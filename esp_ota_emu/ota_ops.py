@@ -2,7 +2,8 @@
 
 Each method reproduces the ESP-IDF function of the same name (without the ``esp_ota_`` prefix), with
 its error codes, its flash operations in the same order, and the differences between ESP-IDF
-releases that change the bytes on flash (``settings.idf_release``: ``v4``, ``v5`` or ``newest``).
+releases that change the bytes on flash (``settings.idf_release``: ``v4`` = v4.1 to v4.4.6, the
+Arduino-ESP32 2.0.x era; ``v5`` = v4.4.7 and v5.x; ``newest`` = the master branch of 2025).
 """
 
 from __future__ import annotations
@@ -159,8 +160,6 @@ class OtaOps:
         if image_size != OTA_WITH_SEQUENTIAL_WRITES:
             if image_size in (0, OTA_SIZE_UNKNOWN):
                 erase = partition.size
-            elif self.dev.settings.idf_release == "v4":
-                erase = (image_size // SECTOR_SIZE + 1) * SECTOR_SIZE
             else:
                 erase = (image_size + SECTOR_SIZE - 1) & ~(SECTOR_SIZE - 1)
             if erase > partition.size:
@@ -196,16 +195,16 @@ class OtaOps:
 
     def write(self, handle: int, data: bytes | memoryview) -> None:
         """esp_ota_write(): sequential erase of the sectors touched, magic check, 16-byte FE caching."""
-        it = self._handle(handle)
         size = len(data)
         if size == 0 and self.dev.settings.idf_release != "v4":
-            return
+            return  # v4.4.7+ returns before looking at the handle
+        it = self._handle(handle)
         part = it.partition
         if it.need_erase:
             w = it.wrote_size
             first = w // SECTOR_SIZE
-            # ESP-IDF v4 computed the last sector from (w + size), erasing one sector ahead when the
-            # write ends on a sector boundary; v5 fixed it to (w + size - 1).
+            # ESP-IDF v4.3-v4.4.6 computed the last sector from (w + size), erasing one sector ahead when
+            # the write ends on a sector boundary; v4.4.7 and v5 use (w + size - 1).
             last = (w + size - (0 if self.dev.settings.idf_release == "v4" else 1)) // SECTOR_SIZE
             if w % SECTOR_SIZE == 0:
                 self.dev.io.erase_range(part, w, (last - first + 1) * SECTOR_SIZE)

@@ -1,0 +1,132 @@
+"""esp_ota_begin / write / end / abort and partition selection, per ESP-IDF release, on real flashes.
+
+Which sectors get erased is read off the flash: the slot is filled with junk first, so every 0xFF
+sector afterwards was erased by the call under test.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from esp_ota_emu.device import Device
+from esp_ota_emu.errors import EspError
+from esp_ota_emu.formats.otadata import OtaState
+from esp_ota_emu.ota_ops import OTA_SIZE_UNKNOWN, OTA_WITH_SEQUENTIAL_WRITES
+from helpers_flash import entry, make_flash, sample
+
+LAYOUT = """nvs, data, nvs, 0x9000, 0x4000,
+otadata, data, ota, 0xd000, 0x2000,
+factory, app, factory, 0x10000, 0x10000,
+ota_0, app, ota_0, 0x20000, 0x10000,
+ota_1, app, ota_1, 0x30000, 0x10000,
+"""
+SLOT = 0x20000  # ota_0
+
+
+def erased_sectors(dev, base=SLOT, size=0x10000):
+    return [i for i in range(size // 0x1000) if dev.flash.is_erased(base + i * 0x1000, 0x1000)]
+
+
+@pytest.fixture
+def dev_factory(realdata, tmp_path):
+    def make(release="v5", rollback=False, otadata=None):
+        path = make_flash(tmp_path / f"f{release}{rollback}.bin", realdata, LAYOUT, {"factory": sample("v1")},
+                          size=1 << 20, otadata=otadata)
+        dev = Device.open(path, idf_release=release, rollback=rollback)
+        dev.flash.write_raw(SLOT, b"\x5a" * 0x10000)  # junk in ota_0
+        dev.boot(power_on=True)
+        return dev
+    return make
+
+
+@pytest.mark.parametrize("release", ["v4", "v5", "newest"])
+@pytest.mark.parametrize("size,sectors", [(0x1000, [0]), (0x1001, [0, 1]), (0, list(range(16))),
+                                          (OTA_SIZE_UNKNOWN, list(range(16)))])
+def test_begin_erases_the_aligned_image_size(dev_factory, release, size, sectors):
+    dev = dev_factory(release)
+    dev.ota.begin(dev.partitions.find("ota_0"), size)
+    assert erased_sectors(dev) == sectors
+
+
+def test_begin_rejects_oversized_running_and_factory(dev_factory):
+    dev = dev_factory()
+    ota = dev.ota
+    with pytest.raises(EspError) as err:
+        ota.begin(dev.partitions.find("ota_0"), 0x10001)
+    assert err.value.esp_err == "ESP_ERR_INVALID_SIZE"
+    for label, name in (("factory", "ESP_ERR_OTA_PARTITION_CONFLICT"), ("nvs", "ESP_ERR_INVALID_ARG")):
+        with pytest.raises(EspError) as err:
+            ota.begin(dev.partitions.find(label), 0x1000)
+        assert err.value.esp_err in (name, "ESP_ERR_INVALID_ARG")
+    assert ota.get_next_update_partition(None).label == "ota_0"  # from factory: the first OTA slot
+    assert ota.get_next_update_partition(dev.partitions.find("ota_1")).label == "ota_0"  # wraps
+
+
+@pytest.mark.parametrize("release,sectors", [("v5", []), ("v4", [1])])
+def test_sequential_erase_touches_only_written_sectors(dev_factory, release, sectors):
+    """A 4 KiB write on a sector boundary: v4.3-v4.4.6 also erased the next sector, v4.4.7+/v5 do not."""
+    dev = dev_factory(release)
+    ota = dev.ota
+    image = sample("v2")
+    h = ota.begin(dev.partitions.find("ota_0"), OTA_WITH_SEQUENTIAL_WRITES)
+    assert erased_sectors(dev) == []
+    data = image.ljust(0x1000, b"\x00")
+    ota.write(h, data)
+    assert dev.flash.read(SLOT, 0x1000) == data  # erased before programming (NOR can only clear bits)
+    assert erased_sectors(dev) == sectors
+    ota.abort(h)
+
+
+def test_write_checks_the_magic_and_end_verifies(dev_factory):
+    dev = dev_factory()
+    ota, slot = dev.ota, dev.partitions.find("ota_0")
+    h = ota.begin(slot, OTA_SIZE_UNKNOWN)
+    with pytest.raises(EspError) as err:
+        ota.write(h, b"<html>")
+    assert err.value.esp_err == "ESP_ERR_OTA_VALIDATE_FAILED" and "0x3c" in str(err.value)
+    ota.write(h, b"")  # size 0: ESP_OK
+    with pytest.raises(EspError) as err:
+        ota.end(h)
+    assert err.value.esp_err == "ESP_ERR_INVALID_ARG"  # nothing written; the handle is gone
+    with pytest.raises(EspError) as err:
+        ota.abort(h)
+    assert err.value.esp_err == "ESP_ERR_NOT_FOUND"
+
+    h = ota.begin(slot, OTA_SIZE_UNKNOWN)
+    broken = sample("broken")
+    for i in range(0, len(broken), 100):
+        ota.write(h, broken[i : i + 100])
+    with pytest.raises(EspError) as err:
+        ota.end(h)
+    assert err.value.esp_err == "ESP_ERR_OTA_VALIDATE_FAILED"
+    with pytest.raises(EspError) as err:
+        ota.write(h, b"\xe9")
+    assert err.value.esp_err == "ESP_ERR_INVALID_ARG"
+
+
+def test_v4_size_zero_write_looks_up_the_handle(dev_factory):
+    with pytest.raises(EspError) as err:
+        dev_factory("v4").ota.write(99, b"")
+    assert err.value.esp_err == "ESP_ERR_INVALID_ARG"
+    dev_factory("v5").ota.write(99, b"")  # returns before the lookup
+
+
+def test_newest_begin_with_rollback_invalidates_the_inactive_entry(dev_factory):
+    """Spec §11.6: the newest esp_ota_begin() erases the inactive otadata sector before any data."""
+    for release, erased in (("newest", True), ("v5", False)):
+        dev = dev_factory(release, rollback=True, otadata=(entry(1, OtaState.VALID), entry(2, OtaState.VALID)))
+        dev.flash.write_raw(SLOT, sample("v1"))
+        dev.flash.write_raw(0x30000, sample("v2"))
+        assert dev.boot().booted.label == "ota_1"
+        dev.ota.begin(dev.partitions.find("ota_0"), OTA_SIZE_UNKNOWN)
+        assert dev.flash.is_erased(0xD000, 0x1000) is erased
+        assert dev.flash.read(0xE000, 32) == entry(2, OtaState.VALID)
+
+
+def test_get_boot_partition_defaults(dev_factory):
+    dev = dev_factory()
+    assert dev.ota.get_boot_partition().label == "factory"  # blank otadata
+    dev.flash.write_raw(0xD000, entry(2))
+    assert dev.ota.get_boot_partition().label == "ota_1"
+    dev.flash.write_raw(0xD000, entry(2, crc=0))  # bad CRC but not "invalid": no active entry -> default
+    assert dev.ota.get_boot_partition().label == "factory"
