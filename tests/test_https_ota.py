@@ -41,13 +41,13 @@ def flash(tmp_path, realdata):
     return path
 
 
-def run(flash, url, ca=None, *, idf_release="v5", observed=False, **options):
+def run(flash, url, ca=None, *, idf_release="v5", observed=False, rollback=None, **options):
     """One OTA through the Python API; returns (result or EspError, events).
 
     ``observed`` attaches a flash hook, which makes the engine hand every read to esp_ota_write singly.
     """
     events = []
-    with Device.open(flash, idf_release=idf_release) as dev:
+    with Device.open(flash, idf_release=idf_release, rollback=rollback) as dev:
         if observed:
             dev.flash.hooks.append(lambda op: None)
         try:
@@ -498,3 +498,14 @@ def test_cli_resume(flash, app):
     writes = [line["data"] for line in lines if line.get("event") == "ESP_HTTPS_OTA_WRITE_FLASH"]
     assert writes == write_flash_steps(len(app), first=301_024)
     assert flash.read_bytes()[SLOT : SLOT + len(app)] == app
+
+
+def test_ota_refused_while_the_running_app_is_pending_verify(flash, app):
+    """Rollback on: the first boot of a NEW app makes it PENDING_VERIFY; esp_ota_begin then refuses."""
+    data = bytearray(flash.read_bytes())
+    data[OTADATA : OTADATA + 32] = otadata_entry(1, state=0)  # ESP_OTA_IMG_NEW
+    flash.write_bytes(bytes(data))
+    with serve_files({"app.bin": app}) as srv:
+        err, events = run(flash, srv.url("app.bin"), srv.tls.ca_pem, rollback=True)
+    assert err.esp_err == "ESP_ERR_OTA_ROLLBACK_INVALID_STATE"
+    assert events == [("ESP_HTTPS_OTA_START", None), ("ESP_HTTPS_OTA_CONNECTED", None), ("ESP_HTTPS_OTA_ABORT", None)]
