@@ -37,23 +37,47 @@ def flash(tmp_path, realdata):
     return path
 
 
+def make_pki(folder: Path) -> dict:
+    """Server TLS files by case: good, untrusted (the device is given another CA), expired, wrong host name."""
+    good = ensure_tls_files(folder / "good")
+    ca = make_ca()
+    ca.write(folder, "ca")
+    make_cert(ca, expired=True).write(folder, "expired")
+    make_cert(ca, ("ota.example.com",)).write(folder, "wrong-name")
+    return {
+        "good": good,
+        "untrusted": good,  # served by a CA the device is not given: see device_ca() below
+        "expired": TlsFiles(folder / "ca.pem", folder / "expired.pem", folder / "expired.key"),
+        "wrong-name": TlsFiles(folder / "ca.pem", folder / "wrong-name.pem", folder / "wrong-name.key"),
+        "other-ca": folder / "ca.pem",
+    }
+
+
+def device_ca(pki: dict, case: str) -> Path:
+    """The root the device trusts in a TLS case."""
+    return pki["other-ca"] if case == "untrusted" else pki[case].ca_pem
+
+
+TLS_CASES = ("untrusted", "expired", "wrong-name")
+
+
 @pytest.fixture(scope="module")
 def pki():
-    """A trusted CA with good, expired and wrong-name server certificates, and a CA the device does not trust."""
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        good = ensure_tls_files(folder / "good")
-        ca = make_ca()
-        ca.write(folder, "ca")
-        make_cert(ca, expired=True).write(folder, "expired")
-        make_cert(ca, ("ota.example.com",)).write(folder, "wrong-name")
-        yield {
-            "good": good,
-            "untrusted": good,  # served by a CA the device is not given: see trusted_ca() below
-            "expired": TlsFiles(folder / "ca.pem", folder / "expired.pem", folder / "expired.key"),
-            "wrong-name": TlsFiles(folder / "ca.pem", folder / "wrong-name.pem", folder / "wrong-name.key"),
-            "other-ca": folder / "ca.pem",
-        }
+        yield make_pki(Path(tmp))
+
+
+def bad_bodies(image: bytes) -> dict[str, bytes]:
+    """What a server may send instead of the image: a captive portal's HTML, an API's JSON error, a gzip."""
+    return {
+        "html": b"<!DOCTYPE html><html><head><title>Login</title></head><body>" + b"x" * 2000 + b"</body></html>",
+        "json": json.dumps({"error": "not found", "detail": "x" * 2000}).encode(),
+        "gzip": gzip.compress(image, mtime=0),
+    }
+
+
+# A download dropped at 200 000 bytes, then resumed while the server answers with...
+RESUME_FAULTS = {"206 (Range honoured)": None, "200 instead of 206": "ignore_range", "416": "range_not_satisfiable"}
 
 
 def outside_slot(flash: Path) -> str:
@@ -136,11 +160,7 @@ def test_chunked_body_is_a_normal_ota(flash, image):
 @pytest.mark.parametrize("body", ["html", "json", "gzip"])
 def test_error_bodies_and_compressed_images_are_refused(flash, image, body):
     """A captive portal's HTML, an API's JSON error, a gzip of the image: never an esp_image, never written."""
-    content = {
-        "html": b"<!DOCTYPE html><html><head><title>Login</title></head><body>" + b"x" * 2000 + b"</body></html>",
-        "json": json.dumps({"error": "not found", "detail": "x" * 2000}).encode(),
-        "gzip": gzip.compress(image, mtime=0),
-    }[body]
+    content = bad_bodies(image)[body]
     with serve_files({"app.bin": image, "bad.bin": content}) as srv:
         with Device.open(flash) as dev:
             dev.power_on_if_needed()
@@ -157,15 +177,14 @@ def test_error_bodies_and_compressed_images_are_refused(flash, image, body):
     assert_boots(flash, "app1")
 
 
-@pytest.mark.parametrize("case", ["untrusted", "expired", "wrong-name"])
+@pytest.mark.parametrize("case", TLS_CASES)
 def test_tls_failures(flash, image, pki, case):
-    device_ca = pki["other-ca"] if case == "untrusted" else pki["expired"].ca_pem
     with serve_files({"app.bin": image}, tls=pki[case]) as srv:
         with Device.open(flash) as dev:
             dev.power_on_if_needed()
         before = outside_slot(flash)
         with pytest.raises(EspError) as err:
-            ota(flash, srv.url("app.bin"), device_ca)
+            ota(flash, srv.url("app.bin"), device_ca(pki, case))
         assert err.value.esp_err in ("ESP_ERR_HTTP_CONNECT", "ESP_FAIL"), str(err.value)
         assert "certificate" in str(err.value)
         assert outside_slot(flash) == before
@@ -176,7 +195,7 @@ def test_tls_failures(flash, image, pki, case):
     assert_boots(flash, "app1")
 
 
-@pytest.mark.parametrize("range_fault", ["ignore_range", "range_not_satisfiable", None])
+@pytest.mark.parametrize("range_fault", RESUME_FAULTS.values())
 def test_dropped_download_resumes_to_an_identical_slot(flash, image, range_fault):
     """Dropped at 200 000 bytes; the resumed OTA continues with Range (or, when the server answers 200
     instead of 206 or 416, starts again from byte 0) and the slot ends byte-identical."""
