@@ -509,3 +509,17 @@ def test_ota_refused_while_the_running_app_is_pending_verify(flash, app):
         err, events = run(flash, srv.url("app.bin"), srv.tls.ca_pem, rollback=True)
     assert err.esp_err == "ESP_ERR_OTA_ROLLBACK_INVALID_STATE"
     assert events == [("ESP_HTTPS_OTA_START", None), ("ESP_HTTPS_OTA_CONNECTED", None), ("ESP_HTTPS_OTA_ABORT", None)]
+
+
+def test_digest_answer_keeps_the_method_of_the_challenge(flash, app):
+    """esp_http_client_add_auth stores the request method with the Digest challenge: after a 401 to the
+    HEAD request, the first GET carries a HEAD digest, is refused, and is answered again."""
+    with serve_files({"app.bin": app}, auth=("ota", "pw"), auth_scheme="Digest") as srv:
+        result, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, username="ota", password="pw",
+                        partial_http_download=True, max_http_request_size=200_000, idf_release="newest")
+        seen = [(r.method, r.status) for r in srv.requests]
+        digests = [r.header("Authorization") for r in srv.requests if r.header("Authorization")]
+    assert result.boot_partition_updated
+    assert seen == [("HEAD", 401), ("HEAD", 200), ("GET", 401), ("GET", 206), ("GET", 206)]
+    assert all(d.startswith('Digest username="ota", realm="esp-ota-emu", nonce="') for d in digests)
+    assert all('algorithm="MD5"' in d and "qop=auth, nc=00000001, cnonce=" in d for d in digests)
