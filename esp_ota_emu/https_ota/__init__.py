@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .api import https_ota
 from .config import Decrypter, HttpConfig, OtaConfig
 from .engine import EspHttpsOta, OtaResult, esp_https_ota, resumable_https_ota
 from .events import EVENT_IDS, event_id
@@ -15,5 +16,6 @@ __all__ = [
     "OtaResult",
     "esp_https_ota",
     "event_id",
+    "https_ota",
     "resumable_https_ota",
 ]
