@@ -80,9 +80,11 @@ def link(script: str, objects: list[Path], elf: Path) -> bytes:
 
 
 def build_sample_elf(name: str, sample: int, work: Path) -> bytes:
-    desc = assemble("src/app_desc.s", work / f"app_desc_{sample}.o", "--defsym", f"SAMPLE={sample}")
+    version = ("--defsym", f"SAMPLE={sample}")
+    desc = assemble("src/app_desc.s", work / f"app_desc_{sample}.o", *version)
     main = assemble("src/main.s", work / "main.o")
-    return link("esp32_app.ld", [main, desc], work / f"{name}.elf")
+    payload = assemble("src/payload.s", work / f"payload_{sample}.o", *version)
+    return link("esp32_app.ld", [main, desc, payload], work / f"{name}.elf")
 
 
 def build_bootloader_stub_elf(work: Path) -> bytes:

@@ -46,10 +46,17 @@ EXPECTED = {  # sample -> (version, secure_version)
     "sample_v2": ("2.0.0", 0),
     "sample_v3": ("3.0.0", 2),
 }
+PAYLOAD_WORDS = 0x4000
 STUB = "bootloader_stub"
 STUB_LINE = (
     "esp-ota-emu stub bootloader: not a real 2nd-stage bootloader, use mkflash --bootloader with ESP-IDF's for QEMU\r\n"
 )
+
+
+def payload(name: str) -> bytes:
+    """The 64 KiB table of src/payload.s: word i is (i * 0x9E3779B1 + n * 0x7F4A7C15) mod 2**32 for sample v<n>."""
+    n = int(EXPECTED[name][0][0])
+    return b"".join(((i * 0x9E3779B1 + n * 0x7F4A7C15) & 0xFFFFFFFF).to_bytes(4, "little") for i in range(PAYLOAD_WORDS))
 
 
 def sha256sums() -> dict[str, str]:
@@ -76,10 +83,13 @@ def test_sample_is_a_valid_app_with_its_descriptor(name):
     assert c_text(desc.version) == version
     assert desc.secure_version == secure_version
     assert desc.app_elf_sha256 == hashlib.sha256((SAMPLES / "elf" / f"{name}.elf").read_bytes()).digest()
-    # The layout the README promises: descriptor in DROM at 0x3F400020, code in IROM, entry in the code.
+    # The layout the README promises: descriptor and payload in DROM at 0x3F400020, code in IROM in the
+    # flash page after the first, entry in the code.
     drom, irom = image.segments
     assert (drom.load_addr, drom.data_offset) == (0x3F400020, 0x20)
-    assert irom.load_addr % 0x10000 == irom.data_offset and 0x400D0000 <= irom.load_addr < 0x400E0000
+    at = data.index(payload(name), drom.data_offset)
+    assert drom.data_offset + 256 < at and at + 4 * PAYLOAD_WORDS <= drom.end  # after the descriptor and strings
+    assert irom.load_addr == 0x400D0000 + irom.data_offset and irom.data_offset >> 16 == 1
     assert irom.load_addr <= image.header.entry_addr < irom.load_addr + irom.length
     result = verify_image(data, 0, 0x100000, chip="esp32", chip_rev=300)
     assert result.esp_err == "ESP_OK", result.reason
@@ -234,6 +244,16 @@ def test_secure_version_printing_counts_in_decimal():
     assert run.uart.endswith(b" secure_version=1204 running\r\n")
 
 
+def test_versions_differ_in_every_flash_sector():
+    """The payload makes the samples span two 64 KiB flash pages, and any two versions differ in each of
+    their 4 KiB sectors, so an OTA between them rewrites the whole image."""
+    images = [(SAMPLES / f"{name}.bin").read_bytes() for name in EXPECTED]
+    assert {len(image) for image in images} == {len(images[0])} and len(images[0]) > 0x10000
+    for i, a in enumerate(images):
+        for b in images[i + 1 :]:
+            assert all(a[at : at + 0x1000] != b[at : at + 0x1000] for at in range(0, len(a), 0x1000))
+
+
 def test_broken_sample_fails_verification_on_its_hash():
     data = (SAMPLES / "sample_broken.bin").read_bytes()
     image = parse_image(data)
@@ -309,7 +329,7 @@ def test_signed_samples(name, tmp_path):
     source, key = SIGNED[name]
     path = SAMPLES / f"{name}.bin"
     data = path.read_bytes()
-    assert len(data) == 0x10000 + SIG_SECTOR
+    assert len(data) == 0x20000 + SIG_SECTOR  # padded to the next 64 KiB boundary past the 66 KB image
     subprocess.run(
         [str(ESPTOOL), "--chip", "esp32", "elf2image", *IMAGE_OPTIONS, "--secure-pad-v2",
          "-o", str(tmp_path / "padded.bin"), str(SAMPLES / "elf" / f"{source}.elf")],
