@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from esp_ota_emu.device import Device
+from esp_ota_emu.device import Device, DeviceSettings
 from esp_ota_emu.errors import EspError, InputError
 from esp_ota_emu.faults import UndoLog
 from esp_ota_emu.flash import SECTOR_SIZE
@@ -121,9 +121,17 @@ def device(tmp_path_factory, realdata):
     path = tmp_path_factory.mktemp("fuzz") / "flash.bin"
     shutil.copyfile(realdata / MERGED, path)
     dev = Device.open(path)
+    dev.power_on_if_needed()  # app0 runs
     undo = UndoLog(dev.flash)
     yield dev, undo
     dev.close()
+
+
+def rewind(dev: Device, undo: UndoLog) -> None:
+    """Put the module's device back as it was: flash by undo log, default settings, app0 running."""
+    undo.restore(0)
+    dev.settings = DeviceSettings()
+    dev.state.running = "app0"
 
 
 SEQS = st.one_of(st.sampled_from([0, 1, 2, 3, 0xFFFFFFFF, 0xFFFFFFFE, 0x80000000]), st.integers(0, 0xFFFFFFFF))
@@ -139,6 +147,7 @@ ENTRY = st.one_of(
 @given(e0=ENTRY, e1=ENTRY, rollback=st.booleans(), anti_rollback=st.booleans(), release=st.sampled_from(["v4", "v5", "newest"]))
 def test_any_otadata_boots_and_writes_only_otadata(device, e0, e1, rollback, anti_rollback, release):
     dev, undo = device
+    original_otadata = dev.flash.read(OTADATA, 0x2000)
     dev.flash.write_raw(OTADATA, e0)
     dev.flash.write_raw(OTADATA + SECTOR_SIZE, e1)
     try:
@@ -156,10 +165,8 @@ def test_any_otadata_boots_and_writes_only_otadata(device, e0, e1, rollback, ant
             pass
         assert all(OTADATA <= a and b <= OTADATA + 0x2000 for a, b in undo.ranges())
     finally:
-        undo.restore(0)
-        dev.flash.write_raw(OTADATA, build_entry(1))
-        dev.flash.write_raw(OTADATA + SECTOR_SIZE, b"\x00" * 4 + b"\xff" * 28)
-        dev._ota = None
+        rewind(dev, undo)
+        dev.flash.write_raw(OTADATA, original_otadata)
 
 
 # -- a mutated image through the whole OTA path ---------------------------------------------------------------
@@ -170,7 +177,6 @@ def test_mutated_ota_images_never_write_outside_the_slot(device, app, edits, len
     dev, undo = device
     image = mutate(app[:length], edits) if edits else app[:length]
     try:
-        dev.state.running = "app0"
         ota = dev.ota
         target = ota.get_next_update_partition(None)
         assert target.label == "app1"
@@ -192,8 +198,7 @@ def test_mutated_ota_images_never_write_outside_the_slot(device, app, edits, len
         assert result.booted.label == ("app1" if switched else "app0")
         assert dev.verify_partition(result.booted).ok
     finally:
-        undo.restore(0)
-        dev._ota = None
+        rewind(dev, undo)
 
 
 # -- Secure Boot V2 signature blocks ----------------------------------------------------------------------------------
