@@ -35,5 +35,13 @@ xtensa-assembler:
 samples: $(STAMP) xtensa-assembler
 	$(PY) firmware_samples/build.py
 
+# The long fuzzing run (outside `make test`): properties with 5000 examples, torn writes over 20 seeds.
+fuzz: $(STAMP)
+	$(PY) tests/fuzz/run_fuzz.py
+
+# Power-cut and network-fault tables (the README shows the latest ones).
+reliability: $(STAMP)
+	$(PY) tests/reliability.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info
