@@ -35,7 +35,7 @@ except ImportError as err:  # the package itself works without Locust
 from .device import Device, DeviceSettings, DeviceState
 from .errors import EspError, InputError
 from .fleet.cow import FlashTemplate
-from .fleet.lifecycle import CRASH_LOOP, FELL_BACK, NO_BOOTABLE, clone_device, run_device
+from .fleet.lifecycle import CRASH_LOOP, FELL_BACK, NO_BOOTABLE, clone_device, power_on_template, run_device
 from .fleet.timing import FLASH_TIMINGS, TimingModel, parse_bandwidth
 from .https_ota.api import pem_text
 
@@ -62,23 +62,29 @@ def _options(parser) -> None:
                        help="Each user stops after updating this many devices (0: until the run ends)")
 
 
-_templates: dict[str, FlashTemplate] = {}
+_templates: dict[str, tuple[FlashTemplate, DeviceSettings, DeviceState]] = {}
 _templates_lock = threading.Lock()
 _device_numbers = itertools.count()
 
 
-def _template(path: str) -> FlashTemplate:
-    """One shared copy-on-write template per flash file and process."""
+def _template(path: str, options) -> tuple[FlashTemplate, DeviceSettings, DeviceState]:
+    """One shared copy-on-write template per flash file and process, powered on once, with the settings of
+    its sidecar and the --esp-* options."""
     with _templates_lock:
         if path not in _templates:
-            _templates[path] = FlashTemplate(path)
+            template = FlashTemplate(path)
+            with Device.open(template.path, readonly=True) as dev:
+                settings, state = dev.settings, dev.state
+            settings.rollback = settings.rollback or getattr(options, "esp_rollback", False)
+            settings.idf_release = getattr(options, "esp_idf_release", "") or settings.idf_release
+            _templates[path] = (template, settings, power_on_template(template, settings, state))
         return _templates[path]
 
 
 @events.quitting.add_listener
 def _close_templates(**_kwargs) -> None:
     with _templates_lock:
-        for template in _templates.values():
+        for template, _, _ in _templates.values():
             template.close()
         _templates.clear()
 
@@ -128,11 +134,7 @@ class EspOtaUser(User):
         template = self.template or getattr(o, "esp_template", "")
         if not template:
             raise InputError("no template flash: give --esp-template FLASH (or set EspOtaUser.template)")
-        shared = _template(str(template))
-        with Device.open(shared.path, readonly=True) as dev:
-            settings, state = dev.settings, dev.state
-        settings.rollback = settings.rollback or getattr(o, "esp_rollback", False)
-        settings.idf_release = getattr(o, "esp_idf_release", "") or settings.idf_release
+        shared, settings, state = _template(str(template), o)
         cert = self.cert_pem or getattr(o, "esp_cert_pem", "")
         bandwidth = getattr(o, "esp_bandwidth", "")
         self.rollout = _Rollout(

@@ -4,7 +4,7 @@ Every Locust user is a device slot: it clones a device from the template flash, 
 from ``--host`` + ``--esp-path``, resets, lets the new app confirm itself (or crash, with
 ``--esp-crash-share``), resets again, and starts over with a new device.
 
-    # a server to try it against (prints nothing; the CA is ota-certs/ca.pem)
+    # a server to try it against (prints the URL; the devices trust ota-certs/ca.pem)
     esp-ota-emu serve new_app.bin --port 8443 &
 
     # one machine, web UI on http://localhost:8089

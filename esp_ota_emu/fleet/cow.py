@@ -49,6 +49,10 @@ class FlashTemplate:
         """A new device flash: the template's bytes, private pages only where this device writes."""
         return Flash(self.path, strict=strict, copy_on_write=True)
 
+    def open_for_setup(self) -> Flash:
+        """The template itself, writable: only before the first clone (clones must see one fixed template)."""
+        return Flash(self.path)
+
     def close(self) -> None:
         self._dir.cleanup()
 

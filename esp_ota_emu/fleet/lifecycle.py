@@ -1,7 +1,7 @@
 """One fleet device's whole path: OTA, reset, the new app's verdict, reset again.
 
 What a device does in a rollout, as ESP-IDF's OTA examples do it: ``esp_https_ota()`` into the
-passive slot (powering the device on first if it never ran), ``esp_restart()`` so the bootloader
+passive slot (devices start running: :func:`power_on_template`), ``esp_restart()`` so the bootloader
 picks the new slot (with its otadata writes), then the new app either confirms itself
 (``esp_ota_mark_app_valid_cancel_rollback()`` when its state is PENDING_VERIFY, as the
 native_ota_example does) or crashes before that, and the device resets once more. The outcome is
@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..device import Device, DeviceSettings, DeviceState
-from ..errors import EspError
+from ..errors import EXIT_NO_BOOTABLE, EspError
 from ..formats.app_desc import c_text
 from ..formats.otadata import OtaState
 from ..https_ota import events as ev
@@ -45,11 +45,25 @@ class FleetDevice(Device):
 
 def clone_device(template: FlashTemplate, settings: DeviceSettings, state: DeviceState) -> FleetDevice:
     """A new device: a copy-on-write clone of the template flash with its own copy of settings and state."""
-    return FleetDevice(
-        template.clone(),
-        DeviceSettings(**asdict(settings)),
-        DeviceState(state.running, state.boots, dict(state.resume)),
-    )
+    return FleetDevice(template.clone(), DeviceSettings(**asdict(settings)), _copy_state(state))
+
+
+def _copy_state(state: DeviceState) -> DeviceState:
+    return DeviceState(state.running, state.boots, dict(state.resume))
+
+
+def power_on_template(template: FlashTemplate, settings: DeviceSettings, state: DeviceState) -> DeviceState:
+    """Power the template on once, before any clone exists, if it never ran: the bootloader pass (and its
+    otadata writes) every device would make at its first power-on goes into the shared template, so each
+    device starts with its app running. Raises EspError when nothing boots."""
+    dev = FleetDevice(template.open_for_setup(), DeviceSettings(**asdict(settings)), _copy_state(state))
+    with dev:
+        try:
+            dev.power_on_if_needed()
+        except EspError as err:
+            err.exit_code = EXIT_NO_BOOTABLE
+            raise
+    return dev.state
 
 
 @dataclass

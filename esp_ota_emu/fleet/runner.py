@@ -19,7 +19,7 @@ from typing import Any
 
 from ..device import DeviceSettings, DeviceState
 from .cow import FlashTemplate
-from .lifecycle import DeviceOutcome, FleetDevice, clone_device, run_device
+from .lifecycle import DeviceOutcome, FleetDevice, clone_device, power_on_template, run_device
 from .report import FleetReport
 from .timing import TimingModel
 
@@ -151,18 +151,20 @@ def run_fleet(
     on_device_done: Callable[[FleetDevice, DeviceOutcome], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> FleetReport:
-    """Run the fleet; every device starts from ``template`` with ``settings`` and ``state``.
+    """Run the fleet; every device starts from ``template`` with ``settings`` and ``state``, running its
+    app (a template that never ran is powered on once first, see :func:`power_on_template`).
 
     ``on_device_done(device, outcome)`` is called on the device's thread before its flash is released
     (to keep or write out a device's final flash); ``on_progress`` every 0.1 s from a monitor thread.
     An error that is not a device's own OTA failure (unreadable template, a bug) stops the run and is
     raised once the devices in flight have finished.
     """
+    state = power_on_template(template, settings, state)
     _raise_fd_limit(min(config.concurrency, config.devices))
     crashing = crashing_devices(config.devices, config.crash_share, config.seed)
     run = _Run(config)
     memory_before = rss_anon()
-    memory_peak = [memory_before]
+    memory_peak = [memory_before, 0]  # the highest sample, and the devices in flight at that moment
 
     def worker() -> None:
         while (index := run.take()) is not None:
@@ -189,8 +191,8 @@ def run_fleet(
     def monitor() -> None:
         while not run.finished.wait(SAMPLE_INTERVAL):
             rss = rss_anon()
-            if rss is not None and memory_peak[0] is not None:
-                memory_peak[0] = max(memory_peak[0], rss)
+            if rss is not None and memory_peak[0] is not None and rss > memory_peak[0]:
+                memory_peak[:] = [rss, run.progress().in_flight]
             if on_progress is not None:
                 on_progress(run.progress())
 
@@ -222,9 +224,10 @@ def run_fleet(
         "flash_private_bytes_per_device": round(sum(private) / len(private)) if private else 0,
     }
     if memory_before is not None and memory_peak[0] is not None:
-        delta = max(memory_peak[0] - memory_before, 0)
+        delta, in_flight = max(memory_peak[0] - memory_before, 0), memory_peak[1]
         report.memory["rss_anon_peak_delta_bytes"] = delta
-        report.memory["rss_anon_per_device_in_flight_bytes"] = round(delta / max(run.peak_in_flight, 1))
+        report.memory["in_flight_at_peak"] = in_flight
+        report.memory["rss_anon_per_device_in_flight_bytes"] = round(delta / in_flight) if in_flight else None
     elif sys.platform != "linux":
         report.memory["note"] = "process memory is measured on Linux only"
     return report
