@@ -17,11 +17,22 @@ from typing import Any
 
 from .bootloader import Bootloader, BootloaderProfile, BootResult
 from .chips import CHIPS, Chip, chip_by_name
+from .efuse import SUPPORTED_CHIPS, Efuses
 from .errors import EspError, InputError
 from .esp_partition import PartitionIO
 from .flash import Flash
 from .image import VerifyResult, parse_image, verify_image
 from .partitions import Partition, PartitionTable
+from .security import sbv2
+from .security.flash_encryption import load_flash_encryption_key
+from .security.keys import load_private_key, load_public_key
+from .security.policy import (
+    SECURE_BOOT_VERSIONS,
+    device_crypt,
+    encrypt_flash_in_place,
+    plaintext_image_end,
+    signature_check,
+)
 
 SIDECAR_SUFFIX = ".emu.json"
 SIDECAR_VERSION = 1
@@ -40,7 +51,10 @@ class DeviceSettings:
     anti_rollback: bool = False
     skip_validation_on_power_on: bool = False
     skip_validation_always: bool = False
-    efuse_secure_version: int = 0  # the anti-rollback eFuse value (number of bits burned)
+    efuse_secure_version: int = 0  # the anti-rollback eFuse value (number of SECURE_VERSION bits burned)
+    efuse: dict | None = None  # the chip's eFuse blocks (Efuses.to_dict()); None: a fresh chip's
+    secure_boot: str | None = None  # None or "v2": bootloader built with CONFIG_SECURE_BOOT_V2_ENABLED
+    signed_on_update_no_secure_boot: bool = False  # CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT
     factory_reset: bool = False  # CONFIG_BOOTLOADER_FACTORY_RESET
     factory_reset_data: str = "nvs"  # CONFIG_BOOTLOADER_DATA_FACTORY_RESET
     factory_reset_otadata: bool = False  # CONFIG_BOOTLOADER_OTA_DATA_ERASE
@@ -94,10 +108,11 @@ class Device:
         self.flash = flash
         self.settings = settings
         self.state = state
-        self.io = PartitionIO(flash)
         self._partitions: PartitionTable | None = None
         self._ota = None
         self._chip = chip_by_name(settings.chip) if settings.chip else detect_chip(flash)
+        self._efuses: Efuses | None = None
+        self.io = PartitionIO(flash, device_crypt(self.efuses))
 
     # -- opening, saving ------------------------------------------------------------------------
     @classmethod
@@ -112,6 +127,7 @@ class Device:
                 state = DeviceState(**{k: v for k, v in data.get("state", {}).items() if k in _STATE_NAMES})
             except (ValueError, TypeError) as err:
                 raise InputError(f"{side} is not a device settings file: {err}") from None
+        actions = {key: overrides.pop(key) for key in _EFUSE_ACTIONS if key in overrides}
         changed = False
         for key, value in overrides.items():
             if key not in _SETTING_NAMES:
@@ -121,13 +137,83 @@ class Device:
                 changed = True
         if settings.idf_release not in IDF_RELEASES:
             raise InputError(f"unknown ESP-IDF release {settings.idf_release!r} (one of {', '.join(IDF_RELEASES)})")
+        if settings.secure_boot not in (None, *SECURE_BOOT_VERSIONS):
+            raise InputError(f"unknown secure boot version {settings.secure_boot!r} (one of {', '.join(SECURE_BOOT_VERSIONS)})")
         dev = cls(Flash.open(path, readonly=readonly, strict=strict), settings, state)
+        try:
+            changed |= dev._apply_efuse_actions(readonly=readonly, **actions)
+        except BaseException:
+            dev.close()
+            raise
         if changed:
             dev.save()
         return dev
 
+    def _apply_efuse_actions(
+        self,
+        *,
+        readonly: bool,
+        efuse_file=None,
+        flash_encryption_key=None,
+        secure_boot_keys=(),
+        flash_encryption: bool | None = None,
+    ) -> bool:
+        """Options that burn eFuses (or replace them with a QEMU eFuse file), then what the bootloader's
+        first boot does for the configured security: enable Secure Boot V2, encrypt the flash."""
+        before = self.settings.efuse
+        if efuse_file is not None:
+            efuses = Efuses.from_qemu_file(self._efuse_chip(), _read_input(efuse_file, "eFuse file"))
+            self.settings.efuse_secure_version = efuses.secure_version
+            self._store_efuses(efuses)
+        if flash_encryption_key is not None:
+            efuses = self._require_efuses()
+            key = load_flash_encryption_key(_read_input(flash_encryption_key, "flash encryption key"),
+                                            aes_xts=efuses.chip != "esp32")
+            if efuses.flash_encryption_key is None:
+                efuses.burn_flash_encryption_key(key)
+            elif efuses.flash_encryption_key != key:
+                raise EspError("ESP_ERR_INVALID_STATE", "a different flash encryption key is already burned in the eFuses")
+        for key_file in secure_boot_keys or ():
+            efuses = self._require_efuses()
+            digest = sbv2.key_digest(_public_key(_read_input(key_file, "secure boot key")))
+            if digest not in [s["digest"] for s in efuses.secure_boot_key_digests()]:
+                efuses.burn_secure_boot_key_digest(digest)
+        if self.settings.secure_boot == "v2":
+            efuses = self._require_efuses()
+            if not efuses.secure_boot_v2_enabled:
+                efuses.enable_secure_boot_v2()
+        if flash_encryption:
+            self._enable_flash_encryption(readonly)
+        if self._efuses is None:
+            return False
+        self._store_efuses(self._efuses)
+        return before is not None and self.settings.efuse != before or before is None and self._burned()
+
+    def _burned(self) -> bool:
+        """Whether the eFuses differ from a fresh chip's (so that they need recording)."""
+        fresh = Efuses.default(self._efuses.chip, self.chip_rev)
+        _set_secure_version(fresh, self.settings.efuse_secure_version)
+        return fresh.blocks != self._efuses.blocks
+
+    def _enable_flash_encryption(self, readonly: bool) -> None:
+        """The bootloader's first boot with flash encryption: encrypt the plaintext flash, burn CRYPT_CNT."""
+        efuses = self._require_efuses()
+        if efuses.flash_encryption_enabled:
+            return
+        if efuses.flash_encryption_key is None:
+            raise InputError("enabling flash encryption needs the key in the eFuses: give --flash-encryption-key")
+        if readonly:
+            raise InputError("enabling flash encryption encrypts the flash; use a command that writes it (boot, ota)")
+        efuses.enable_flash_encryption()
+        self.settings.chip = self._chip.name  # the bootloader header is ciphertext from now on
+        self.io.crypt = device_crypt(efuses)
+        encrypt_flash_in_place(self)
+        self._partitions = None
+
     def save(self) -> None:
-        """Write the sidecar file (settings and state) next to the flash."""
+        """Write the sidecar file (settings, eFuses and state) next to the flash."""
+        if self._efuses is not None:
+            self._store_efuses(self._efuses)
         data = {"version": SIDECAR_VERSION, "settings": asdict(self.settings), "state": asdict(self.state)}
         tmp = sidecar_path(self.flash.path).with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -160,8 +246,11 @@ class Device:
             off = self.settings.partition_table_offset
             if off + 0xC00 > self.flash.size:
                 raise InputError(f"the flash ({self.flash.size} bytes) ends before a partition table at 0x{off:x}")
+            raw = self.flash.read(off, 0xC00)
+            if self.io.crypt is not None:  # the bootloader reads the table through the cache: decrypted
+                raw = self.io.crypt.decrypt(off, raw)
             self._partitions = PartitionTable.from_binary(
-                self.flash.read(off, 0xC00), reader="bootloader", chip_size=self.flash.size, offset=off
+                raw, reader="bootloader", chip_size=self.flash.size, offset=off
             )
         return self._partitions
 
@@ -169,17 +258,58 @@ class Device:
     def flash_encryption_enabled(self) -> bool:
         return self.io.crypt is not None
 
+    # -- eFuses ---------------------------------------------------------------------------------
+    @property
+    def efuses(self) -> Efuses | None:
+        """The chip's eFuses (None for a chip the eFuse model does not cover, or an unknown chip).
+
+        SECURE_VERSION follows the ``efuse_secure_version`` setting, which may be set directly.
+        """
+        if self._efuses is None:
+            if self._chip is None or self._chip.name not in SUPPORTED_CHIPS:
+                return None
+            if self.settings.efuse is not None:
+                self._efuses = Efuses.from_dict(self.settings.efuse)
+                if self._efuses.chip != self._chip.name:
+                    raise InputError(f"the device's eFuses are an {self._efuses.chip}'s, the chip is an {self._chip.name}")
+            else:
+                self._efuses = Efuses.default(self._chip.name, self.chip_rev)
+        if self._efuses.secure_version != self.settings.efuse_secure_version:
+            _set_secure_version(self._efuses, self.settings.efuse_secure_version)
+        return self._efuses
+
+    def _efuse_chip(self) -> str:
+        if self._chip is None:
+            raise InputError("eFuse options need the chip: give --chip")
+        if self._chip.name not in SUPPORTED_CHIPS:
+            raise InputError(f"no eFuse model for {self._chip.name} (supported: {', '.join(SUPPORTED_CHIPS)})")
+        return self._chip.name
+
+    def _require_efuses(self) -> Efuses:
+        self._efuse_chip()
+        efuses = self.efuses
+        assert efuses is not None
+        return efuses
+
+    def _store_efuses(self, efuses: Efuses) -> None:
+        self._efuses = efuses
+        self.settings.efuse = {k: v for k, v in efuses.to_dict().items() if k != "summary"}
+
     @property
     def efuse_secure_version(self) -> int:
+        """``esp_efuse_read_secure_version()``: the number of SECURE_VERSION bits burned."""
         return self.settings.efuse_secure_version
 
     def efuse_secure_version_ok(self, secure_version: int) -> bool:
         """esp_efuse_check_secure_version(): the app's version must reach the eFuse's."""
-        return secure_version >= self.settings.efuse_secure_version
+        return secure_version >= self.efuse_secure_version
 
     @property
     def secure_version_bits(self) -> int:
         """Width of the eFuse SECURE_VERSION field (CONFIG_BOOTLOADER_APP_SEC_VER_SIZE_EFUSE_FIELD default)."""
+        efuses = self.efuses
+        if efuses is not None:
+            return efuses.secure_version_bits
         return self._chip.efuse_secure_version_bits if self._chip is not None else 32
 
     def check_secure_version_fits(self, secure_version: int) -> None:
@@ -195,26 +325,51 @@ class Device:
         self.check_secure_version_fits(secure_version)
         if secure_version > self.settings.efuse_secure_version:
             self.settings.efuse_secure_version = secure_version
+            efuses = self.efuses
+            if efuses is not None:
+                self._store_efuses(efuses)
             self.save()
 
     # -- images ---------------------------------------------------------------------------------
     def verify_partition(self, p: Partition, *, load: bool = False, validate: bool = True) -> VerifyResult:
-        """esp_image_verify() of the image in an app partition.
+        """esp_image_verify() of the image in an app partition, read as the chip reads it (decrypted
+        when flash encryption is on), with the signature check the device's security settings ask for.
 
-        ``load``: as the bootloader loads it (ESP_IMAGE_LOAD); ``validate=False``: ESP_IMAGE_LOAD_NO_VALIDATE,
-        which only walks the segment headers (checksum, hash and chip are not checked).
+        ``load``: as the bootloader loads it (ESP_IMAGE_LOAD; the bootloader's signature rule);
+        otherwise as the app checks an update (esp_ota_end / esp_ota_set_boot_partition: the
+        signed-on-update rule). ``validate=False``: ESP_IMAGE_LOAD_NO_VALIDATE, which only walks the
+        segment headers (checksum, hash, signature and chip are not checked).
         """
         if p.end > self.flash.size:
             return VerifyResult("ESP_ERR_INVALID_ARG", f"partition '{p.label}' ends past the end of the flash", None, 0)
+        view, base = self.plain_image_region(p)
         if not validate:
             try:
-                image = parse_image(self.flash.view(), p.offset, p.size, layout="esp32")
+                image = parse_image(view, base, p.size, layout="esp32")
             except InputError as err:
                 return VerifyResult("ESP_ERR_IMAGE_INVALID", str(err), None, 0)
             return VerifyResult("ESP_OK", "segment headers readable (not validated)", image, image.image_len)
+        check = signature_check(self, load=load)
         return verify_image(
-            self.flash.view(), p.offset, p.size, chip=self._chip, chip_rev=self.chip_rev, load=load
+            view, base, p.size, chip=self._chip, chip_rev=self.chip_rev, load=load,
+            secure_boot=self.settings.secure_boot if check is not None else None,
+            signature_check=check,
         )
+
+    def plain_image_region(self, p: Partition) -> tuple[memoryview, int]:
+        """``(buffer, offset)`` of the app image in ``p`` as the CPU sees it: the flash itself, or with
+        flash encryption a decrypted copy of the image's part of the partition."""
+        if not self.io.encrypted(p):
+            return self.flash.view(), p.offset
+        return memoryview(self.io.read(p, 0, plaintext_image_end(self, p))), 0
+
+    def parse_partition_image(self, p: Partition):
+        """The image in ``p`` parsed without verification (decrypted), None if it cannot be parsed."""
+        view, base = self.plain_image_region(p)
+        try:
+            return parse_image(view, base, p.size, layout="esp32")
+        except InputError:
+            return None
 
     def app_secure_version(self, p: Partition) -> int | None:
         """The ``secure_version`` of the app descriptor at offset 0x20 of a partition, None if there is none."""
@@ -275,3 +430,32 @@ class Device:
 
 _SETTING_NAMES = {f.name for f in fields(DeviceSettings)}
 _STATE_NAMES = {f.name for f in fields(DeviceState)}
+# Options of Device.open that act on the eFuses (burn, import) instead of being settings.
+_EFUSE_ACTIONS = ("efuse_file", "flash_encryption_key", "secure_boot_keys", "flash_encryption")
+
+
+def _read_input(value, what: str) -> bytes:
+    """Bytes given as such, or read from a file path."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    try:
+        return Path(value).read_bytes()
+    except OSError as err:
+        raise InputError(f"cannot read {what} {value}: {err.strerror}") from None
+
+
+def _public_key(pem: bytes):
+    """A Secure Boot V2 key file: the public key, or the private key's public half."""
+    try:
+        return load_private_key(pem).public_key()
+    except InputError:
+        return load_public_key(pem)
+
+
+def _set_secure_version(efuses: Efuses, secure_version: int) -> None:
+    """Make SECURE_VERSION read ``secure_version`` (the emulator's setting may lower it, unlike a chip)."""
+    f = efuses.layout.fields["SECURE_VERSION"]
+    block = efuses.blocks[f.block]
+    value = int.from_bytes(block, "little") & ~(((1 << f.length) - 1) << f.bit)
+    block[:] = value.to_bytes(len(block), "little")
+    efuses.burn_secure_version(min(secure_version, f.length))
