@@ -33,7 +33,7 @@ from esp_ota_emu.fleet import (
     written_sectors,
 )
 from esp_ota_emu.fleet.report import percentile
-from esp_ota_emu.fleet.timing import TCP_WINDOW, parse_bandwidth
+from esp_ota_emu.fleet.timing import MIN_SLEEP, TCP_WINDOW, parse_bandwidth
 from esp_ota_emu.info import flash_report
 from esp_ota_emu.testserver import Faults, serve_files
 
@@ -288,7 +288,8 @@ def test_timing_model_slows_devices_down(template, server, app, model):
     if model.flash is not None:  # sequential writes: each sector erased as the data reaches it, 1 KiB programs
         sectors, pages = -(-len(app) // SECTOR_SIZE), -(-len(app) // 256)
         flash = sectors * model.flash.sector_erase + pages * model.flash.page_program
-    link = (len(app) - TCP_WINDOW) / (model.bandwidth / 8) if model.bandwidth else 0.0
+    # the link: all but the first TCP window at the link rate, paced in steps of MIN_SLEEP
+    link = (len(app) - TCP_WINDOW) / (model.bandwidth / 8) - MIN_SLEEP if model.bandwidth else 0.0
     least = 4 * model.rtt + max(flash, link)  # the link runs on while the flash erases, as far as the TCP window lets it
     assert report.outcomes == {"updated": 2}
     assert all(d.download_s >= least for d in report.devices), (least, [d.download_s for d in report.devices])

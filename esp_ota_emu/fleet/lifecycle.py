@@ -200,10 +200,10 @@ def run_device(
         if name == ev.START:
             marks["start"] = time.monotonic()
         elif name == ev.WRITE_FLASH and data is not None:
-            marks["write"] = time.monotonic()
             out.bytes_written = data
             if clock is not None:
                 clock.received(data)
+            marks["write"] = time.monotonic()
 
     try:
         with _watching(watch):
