@@ -143,10 +143,10 @@ def test_no_bootable_app_exits_5(realdata, tmp_path):
 FACTORY_TEST = """nvs, data, nvs, 0x9000, 0x4000,
 otadata, data, ota, 0xd000, 0x2000,
 phy_init, data, phy, 0xf000, 0x1000,
-factory, app, factory, 0x10000, 0x10000,
-ota_0, app, ota_0, 0x20000, 0x10000,
-ota_1, app, ota_1, 0x30000, 0x10000,
-test, app, test, 0x40000, 0x10000,
+factory, app, factory, 0x10000, 0x20000,
+ota_0, app, ota_0, 0x30000, 0x20000,
+ota_1, app, ota_1, 0x50000, 0x20000,
+test, app, test, 0x70000, 0x20000,
 """
 
 

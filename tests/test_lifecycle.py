@@ -18,9 +18,9 @@ from helpers_flash import SAMPLES, entry, make_flash, sample
 LAYOUT = """nvs, data, nvs, 0x9000, 0x4000,
 otadata, data, ota, 0xd000, 0x2000,
 phy_init, data, phy, 0xf000, 0x1000,
-factory, app, factory, 0x10000, 0x10000,
-ota_0, app, ota_0, 0x20000, 0x10000,
-ota_1, app, ota_1, 0x30000, 0x10000,
+factory, app, factory, 0x10000, 0x20000,
+ota_0, app, ota_0, 0x30000, 0x20000,
+ota_1, app, ota_1, 0x50000, 0x20000,
 """
 OTADATA = 0xD000
 
@@ -81,7 +81,7 @@ def test_mark_invalid_rolls_back_and_reboots(flash):
 
 
 def test_mark_invalid_without_a_fallback_fails(realdata, tmp_path):
-    csv = LAYOUT.replace("factory, app, factory, 0x10000, 0x10000,\n", "")
+    csv = LAYOUT.replace("factory, app, factory, 0x10000, 0x20000,\n", "")
     flash = make_flash(tmp_path / "f.bin", realdata, csv, {"ota_0": sample("v1")}, size=1 << 20,
                        otadata=(entry(1, 2), None))
     assert run("check-rollback", flash).exit_code == EXIT_INVALID
@@ -102,8 +102,9 @@ def test_factory_app_cannot_mark_itself(flash):
 
 def test_set_boot_checks_the_image_and_factory_erases_otadata(realdata, flash):
     data = bytearray(flash.read_bytes())
-    data[0x20000 : 0x20000 + 656] = sample("broken")
-    data[0x30000 : 0x30000 + 656] = sample("v2")
+    broken, v2 = sample("broken"), sample("v2")
+    data[0x30000 : 0x30000 + len(broken)] = broken
+    data[0x50000 : 0x50000 + len(v2)] = v2
     flash.write_bytes(bytes(data))
     result = run("set-boot", flash, "ota_0")
     assert result.exit_code == EXIT_INVALID and "ESP_ERR_OTA_VALIDATE_FAILED" in result.output
@@ -125,7 +126,7 @@ def test_erase_otadata_and_erase_last_boot(flash):
         assert dev.boot().booted.label == "ota_1"
     assert js("erase-last-boot", flash) == (0, {"erased": ["ota_0"]})
     data = flash.read_bytes()
-    assert data[0x20000:0x30000] == b"\xff" * 0x10000 and data[OTADATA : OTADATA + 0x1000] == b"\xff" * 0x1000
+    assert data[0x30000:0x50000] == b"\xff" * 0x20000 and data[OTADATA : OTADATA + 0x1000] == b"\xff" * 0x1000
     result = run("erase-last-boot", flash)  # nothing left to erase
     assert result.exit_code == EXIT_INVALID and "ESP_FAIL" in result.output
     assert js("erase-otadata", flash) == (0, {"erased": {"offset": OTADATA, "length": 0x2000}})
@@ -146,18 +147,18 @@ def test_selecting_the_active_slot_again_per_release(flash, release, sector, seq
 
 
 def test_anti_rollback_refuses_and_erases_an_older_app(realdata, tmp_path):
-    csv = LAYOUT.replace("factory, app, factory, 0x10000, 0x10000,\n", "")
+    csv = LAYOUT.replace("factory, app, factory, 0x10000, 0x20000,\n", "")
     flash = make_flash(tmp_path / "f.bin", realdata, csv, {"ota_0": sample("v3"), "ota_1": sample("v2")},
                        size=1 << 20, otadata=(entry(1, 2), None))
     result = run("set-boot", flash, "ota_1", "--anti-rollback", "--efuse-secure-version", "2")
     assert result.exit_code == EXIT_INVALID and "ESP_ERR_OTA_SMALL_SEC_VER" in result.output
-    assert flash.read_bytes()[0x30000:0x40000] == b"\xff" * 0x10000
+    assert flash.read_bytes()[0x50000:0x70000] == b"\xff" * 0x20000
 
 
 def test_seq_arithmetic_with_four_slots(realdata, tmp_path):
     """Spec §4.7 example arithmetic with 4 slots: active seq 5 (slot 0) -> ota_3 needs seq 8, then ota_2 seq 11."""
     csv = "otadata, data, ota, 0xd000, 0x2000,\n" + "".join(
-        f"ota_{i}, app, ota_{i}, 0x{0x10000 * (i + 1):x}, 0x10000,\n" for i in range(4))
+        f"ota_{i}, app, ota_{i}, 0x{0x10000 + 0x20000 * i:x}, 0x20000,\n" for i in range(4))
     apps = {f"ota_{i}": sample("v1") for i in range(4)}
     flash = make_flash(tmp_path / "f.bin", realdata, csv, apps, size=1 << 20, otadata=(entry(4), entry(5)))
     with Device.open(flash) as dev:

@@ -22,10 +22,10 @@ from conftest import REALDATA
 
 HEAD = "nvs, data, nvs, 0x9000, 0x4000,\notadata, data, ota, 0xd000, 0x2000,\n"
 LAYOUTS = {
-    "factory_2ota": HEAD + "factory, app, factory, 0x10000, 0x10000,\n"
-    "ota_0, app, ota_0, 0x20000, 0x10000,\nota_1, app, ota_1, 0x30000, 0x10000,\n",
-    "2ota": HEAD + "ota_0, app, ota_0, 0x10000, 0x10000,\nota_1, app, ota_1, 0x20000, 0x10000,\n",
-    "3ota": HEAD + "".join(f"ota_{i}, app, ota_{i}, 0x{0x10000 * (i + 1):x}, 0x10000,\n" for i in range(3)),
+    "factory_2ota": HEAD + "factory, app, factory, 0x10000, 0x20000,\n"
+    "ota_0, app, ota_0, 0x30000, 0x20000,\nota_1, app, ota_1, 0x50000, 0x20000,\n",
+    "2ota": HEAD + "ota_0, app, ota_0, 0x10000, 0x20000,\nota_1, app, ota_1, 0x30000, 0x20000,\n",
+    "3ota": HEAD + "".join(f"ota_{i}, app, ota_{i}, 0x{0x10000 + 0x20000 * i:x}, 0x20000,\n" for i in range(3)),
 }
 
 

@@ -16,14 +16,14 @@ from helpers_flash import entry, make_flash, sample
 
 LAYOUT = """nvs, data, nvs, 0x9000, 0x4000,
 otadata, data, ota, 0xd000, 0x2000,
-factory, app, factory, 0x10000, 0x10000,
-ota_0, app, ota_0, 0x20000, 0x10000,
-ota_1, app, ota_1, 0x30000, 0x10000,
+factory, app, factory, 0x10000, 0x20000,
+ota_0, app, ota_0, 0x30000, 0x20000,
+ota_1, app, ota_1, 0x50000, 0x20000,
 """
-SLOT = 0x20000  # ota_0
+SLOT = 0x30000  # ota_0
 
 
-def erased_sectors(dev, base=SLOT, size=0x10000):
+def erased_sectors(dev, base=SLOT, size=0x20000):
     return [i for i in range(size // 0x1000) if dev.flash.is_erased(base + i * 0x1000, 0x1000)]
 
 
@@ -33,15 +33,15 @@ def dev_factory(realdata, tmp_path):
         path = make_flash(tmp_path / f"f{release}{rollback}.bin", realdata, LAYOUT, {"factory": sample("v1")},
                           size=1 << 20, otadata=otadata)
         dev = Device.open(path, idf_release=release, rollback=rollback)
-        dev.flash.write_raw(SLOT, b"\x5a" * 0x10000)  # junk in ota_0
+        dev.flash.write_raw(SLOT, b"\x5a" * 0x20000)  # junk in ota_0
         dev.boot(power_on=True)
         return dev
     return make
 
 
 @pytest.mark.parametrize("release", ["v4", "v5", "newest"])
-@pytest.mark.parametrize("size,sectors", [(0x1000, [0]), (0x1001, [0, 1]), (0, list(range(16))),
-                                          (OTA_SIZE_UNKNOWN, list(range(16)))])
+@pytest.mark.parametrize("size,sectors", [(0x1000, [0]), (0x1001, [0, 1]), (0, list(range(32))),
+                                          (OTA_SIZE_UNKNOWN, list(range(32)))])
 def test_begin_erases_the_aligned_image_size(dev_factory, release, size, sectors):
     dev = dev_factory(release)
     dev.ota.begin(dev.partitions.find("ota_0"), size)
@@ -52,7 +52,7 @@ def test_begin_rejects_oversized_running_and_factory(dev_factory):
     dev = dev_factory()
     ota = dev.ota
     with pytest.raises(EspError) as err:
-        ota.begin(dev.partitions.find("ota_0"), 0x10001)
+        ota.begin(dev.partitions.find("ota_0"), 0x20001)
     assert err.value.esp_err == "ESP_ERR_INVALID_SIZE"
     for label, name in (("factory", "ESP_ERR_OTA_PARTITION_CONFLICT"), ("nvs", "ESP_ERR_INVALID_ARG")):
         with pytest.raises(EspError) as err:
@@ -70,7 +70,7 @@ def test_sequential_erase_touches_only_written_sectors(dev_factory, release, sec
     image = sample("v2")
     h = ota.begin(dev.partitions.find("ota_0"), OTA_WITH_SEQUENTIAL_WRITES)
     assert erased_sectors(dev) == []
-    data = image.ljust(0x1000, b"\x00")
+    data = image[:0x1000]
     ota.write(h, data)
     assert dev.flash.read(SLOT, 0x1000) == data  # erased before programming (NOR can only clear bits)
     assert erased_sectors(dev) == sectors
@@ -116,7 +116,7 @@ def test_newest_begin_with_rollback_invalidates_the_inactive_entry(dev_factory):
     for release, erased in (("newest", True), ("v5", False)):
         dev = dev_factory(release, rollback=True, otadata=(entry(1, OtaState.VALID), entry(2, OtaState.VALID)))
         dev.flash.write_raw(SLOT, sample("v1"))
-        dev.flash.write_raw(0x30000, sample("v2"))
+        dev.flash.write_raw(0x50000, sample("v2"))
         assert dev.boot().booted.label == "ota_1"
         dev.ota.begin(dev.partitions.find("ota_0"), OTA_SIZE_UNKNOWN)
         assert dev.flash.is_erased(0xD000, 0x1000) is erased
