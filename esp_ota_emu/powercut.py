@@ -33,7 +33,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
@@ -42,6 +42,7 @@ from .device import Device, DeviceSettings, DeviceState
 from .errors import EspError, InputError
 from .faults import OpRecorder, UndoLog, cut_rng, tear
 from .flash import Flash, FlashOp
+from .https_ota.api import https_ota
 from .https_ota.config import IMAGE_HEADER_SIZE
 from .ota_ops import OTA_SIZE_UNKNOWN, OTA_WITH_SEQUENTIAL_WRITES
 from .otadata import OtaData, get_active_otadata
@@ -228,7 +229,7 @@ class Worker:
 
     def run(self) -> list[CutResult]:
         s = self.setup
-        self.dev = ScratchDevice(self.flash, replace(s.settings), copy.deepcopy(s.state))
+        self.dev = ScratchDevice(self.flash, copy.deepcopy(s.settings), copy.deepcopy(s.state))
         self.target = self.dev.partitions.find(s.target)
         self.log = ScenarioLog(self.flash.op_count, self.flash)
         try:
@@ -269,8 +270,8 @@ class Worker:
             self.checking = False
 
     def _power_on(self, k: int, torn: bool, left: str | None, mark: int) -> CutResult:
-        # RAM (the device's state) is gone; the eFuses (settings) keep what was burned so far.
-        settings = replace(self.dev.settings)
+        # RAM (the device's state) is gone; the eFuses (in the settings) keep what was burned so far.
+        settings = copy.deepcopy(self.dev.settings)
         dev = ScratchDevice(self.flash, settings, DeviceState())
         boot = dev.boot(power_on=True)
         failures: list[str] = []
@@ -424,7 +425,7 @@ class Campaign:
             if otadata is not None:
                 allowed.append((otadata.offset, otadata.end))
             start_active_ok = otadata is not None and get_active_otadata(OtaData(dev.io, otadata).read()) != -1
-            settings, state = replace(dev.settings), copy.deepcopy(dev.state)
+            settings, state = copy.deepcopy(dev.settings), copy.deepcopy(dev.state)
             # The dry run: the whole scenario once, recorded, then undone.
             recorder, undo = OpRecorder(), UndoLog(dev.flash)
             dev.flash.hooks.append(recorder)
@@ -501,7 +502,7 @@ def _scratch_copy(device: Device, path: Path) -> ScratchDevice:
     with open(path, "wb") as out:
         for addr in range(0, size, step):
             out.write(device.flash.view(addr, min(step, size - addr)))
-    return ScratchDevice(Flash.open(path), replace(device.settings), copy.deepcopy(device.state))
+    return ScratchDevice(Flash.open(path), copy.deepcopy(device.settings), copy.deepcopy(device.state))
 
 
 def _op_key(op: FlashOp) -> tuple:
@@ -531,8 +532,6 @@ def record_https_ota(device: Device, url: str, **https_options) -> tuple[OtaPlan
     ``bulk_flash_erase``, ``buffer_size``, ...). Flash operations of the power-on that precedes the
     update (when the emulator never booted this flash) are not part of the list.
     """
-    from .https_ota.api import https_ota
-
     with tempfile.TemporaryDirectory(prefix="esp-ota-emu-record-") as tmp:
         dev = _scratch_copy(device, Path(tmp) / "record.bin")
         try:

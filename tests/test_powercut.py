@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -26,6 +27,7 @@ from esp_ota_emu.testserver import serve_files
 MERGED = "derived/esp32_arduino-idf-v4.4.7_fivef_merged_4MB_with_boot_app0.bin"
 APP = "arduino-esp32/v1.0.6_idf-v3.3.5/StartCounter.ino.bin"
 APP1, SLOT_SIZE, OTADATA = 0x150000, 0x140000, 0xE000
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +203,14 @@ def test_cli_usage_errors(flash, image, tmp_path):
     short.write_bytes(image[:512])
     result = run_cli("powercut", flash, "--image", short)
     assert result.exit_code == 3 and "1024-byte header" in result.output
+
+
+def test_anti_rollback_update_that_raises_the_secure_version(flash):
+    """sample_v3 (secure_version 2) over the real app0 (secure_version 0), anti-rollback on: the eFuse is
+    burned only after the confirmation is written, so no cut point leaves an eFuse that refuses both apps."""
+    image = (REPO / "firmware_samples" / "sample_v3.bin").read_bytes()
+    with campaign(flash, image, rollback=True, anti_rollback=True) as c:
+        report = c.run(c.every_point())
+    assert report.bricked == 0 and report.failed == []
+    phases = report.by_phase()
+    assert phases["after"]["new"] == 1 and phases["confirm"]["new"] == 0
