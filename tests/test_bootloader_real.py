@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import esp_ota_emu.cli.commands  # noqa: F401
 from esp_ota_emu.cli.main import cli
 from esp_ota_emu.device import Device
-from esp_ota_emu.errors import EXIT_NO_BOOTABLE
+from esp_ota_emu.errors import EXIT_NO_BOOTABLE, EspError
 from esp_ota_emu.local_ota import ota_from_file
 from helpers_flash import (
     ROLLBACK_BOOTLOADER, SAMPLES, V52_BOOTLOADER, entry, make_flash, real_app, sample, write_otadata,
@@ -197,3 +197,24 @@ def test_anti_rollback_burns_the_efuse_when_a_valid_app_boots(realdata, tmp_path
     flash.write_bytes(bytes(data))
     r = json.loads(run("boot", flash, "--json").output)
     assert r["booted"] is None and any("secure_version below the eFuse value" in s for s in r["trace"])
+
+
+def test_test_app_is_the_last_resort(realdata, tmp_path):
+    flash = make_flash(tmp_path / "f.bin", realdata, FACTORY_TEST,
+                       {"factory": sample("broken"), "ota_0": sample("broken"), "test": sample("v3")},
+                       otadata=(entry(1), None), size=1 << 20)
+    r = json.loads(run("boot", flash, "--json").output)
+    assert r["booted"] == "test" and r["trace"][-1] == "fell back to the test app as the only bootable partition"
+    tried = [s.split(":")[0] for s in r["trace"] if "image invalid" in s]
+    assert tried == ["ota_0", "factory", "ota_1"]  # the selected slot, down to factory, then up, then test
+
+
+@pytest.mark.parametrize("chip,bits", [("esp32", 32), ("esp32c2", 4), ("esp32c3", 16)])
+def test_efuse_secure_version_field_width_per_chip(realdata, tmp_path, chip, bits):
+    flash = make_flash(tmp_path / "f.bin", realdata, TWO_OTA, {"app0": sample("v1")})
+    with Device.open(flash, chip=chip) as dev:
+        assert dev.secure_version_bits == bits
+        dev.burn_secure_version(bits)
+        with pytest.raises(EspError) as err:
+            dev.burn_secure_version(bits + 1)
+        assert err.value.esp_err == "ESP_ERR_INVALID_ARG" and dev.efuse_secure_version == bits
