@@ -37,20 +37,32 @@ def app_version(realdata) -> str:
     return line.split(":", 1)[1].strip()
 
 
-def locust(host: str, *args) -> tuple[int, list[dict]]:
-    """Run Locust headless (3 users, each updating 2 devices) and return its exit code and final stats.
+def locust(host: str, *args, users: int = 3, run_time: str = "60s") -> tuple[int, list[dict]]:
+    """Run Locust headless (``users`` users, each updating 2 devices); return its exit code and final stats.
 
-    The run time is only a fallback: the run ends as soon as every user has updated its devices.
+    Standalone, the run time is only a fallback: the run ends as soon as every user has updated its devices.
     """
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "3", "-r", "10", "-t", "60s",
-         "--host", host, "--esp-devices-per-user", "2", "--json", "--skip-log", *map(str, args)],
+        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users), "-r", "10",
+         "-t", run_time, "--host", host, "--esp-devices-per-user", "2", "--json", "--skip-log", *map(str, args)],
         capture_output=True, text=True, timeout=120, cwd=REPO,
     )
     assert proc.stdout.strip().startswith("["), proc.stdout + proc.stderr
     assert time.monotonic() - start < 30, "the run did not end when the users were done"
-    return proc.returncode, json.loads(proc.stdout)
+    return proc.returncode, max(json_documents(proc.stdout), key=len)
+
+
+def json_documents(text: str) -> list:
+    """Every JSON document printed one after another (with --processes the workers print theirs too)."""
+    decoder, docs, pos = json.JSONDecoder(), [], 0
+    text = text.strip()
+    while pos < len(text):
+        doc, pos = decoder.raw_decode(text, pos)
+        docs.append(doc)
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    return docs
 
 
 def rows(stats: list[dict]) -> dict[tuple[str, str], tuple[int, int]]:
@@ -80,3 +92,17 @@ def test_locust_counts_failed_updates(realdata, template):
         )
     assert code == 1  # Locust's exit code when requests failed
     assert rows(stats) == {("OTA", "/missing.bin"): (6, 6)}
+
+
+def test_locust_master_and_workers(realdata, template, app_version):
+    """Locust's distributed mode: a master and two worker processes (--processes), the users spread over them."""
+    app = (realdata / f"{HELLO}.bin").read_bytes()
+    with serve_files({"app.bin": app}) as srv:
+        code, stats = locust(
+            srv.base_url, "--processes", "2", "--esp-template", template, "--esp-path", "/app.bin",
+            "--esp-cert-pem", srv.tls.ca_pem, users=4, run_time="4s",
+        )
+        requests = list(srv.requests)
+    assert code == 0
+    assert rows(stats) == {("OTA", "/app.bin"): (8, 0), ("BOOT", f"app1 {app_version}"): (8, 0)}
+    assert len(requests) == 8
