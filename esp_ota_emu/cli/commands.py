@@ -2,6 +2,7 @@
 
 # One import per command module; keep sorted.
 from . import diff  # noqa: F401
+from . import fleet  # noqa: F401
 from . import image_info  # noqa: F401
 from . import info  # noqa: F401
 from . import lifecycle  # noqa: F401
