@@ -20,7 +20,7 @@ from esp_ota_emu.device import Device
 from esp_ota_emu.errors import EXIT_NO_BOOTABLE, EspError
 from esp_ota_emu.local_ota import ota_from_file
 from helpers_flash import (
-    ROLLBACK_BOOTLOADER, SAMPLES, V52_BOOTLOADER, entry, make_flash, real_app, sample, write_otadata,
+    ROLLBACK_BOOTLOADER, SAMPLES, V52_BOOTLOADER, entry, make_flash, real_app, sample,
 )
 
 TWO_OTA = """nvs, data, nvs, 0x9000, 0x5000,
