@@ -9,6 +9,7 @@ import click
 
 from ..device import IDF_RELEASES, Device
 from ..flash import parse_size
+from ..security.policy import SECURE_BOOT_VERSIONS
 
 
 def _int(value):
@@ -51,10 +52,23 @@ def device_options(func):
     @click.option("--app-test/--no-app-test", default=None,
                   help="CONFIG_BOOTLOADER_APP_TEST: a test-app pin is wired (boot --hold-test-pin).")
     @click.option("--efuse-secure-version", default=None, type=int, help="The anti-rollback eFuse value.")
+    @click.option("--secure-boot", type=click.Choice(SECURE_BOOT_VERSIONS), default=None,
+                  help="Bootloader and app built with Secure Boot (CONFIG_SECURE_BOOT_V2_ENABLED); enables it in eFuse.")
+    @click.option("--signed-on-update-no-secure-boot/--no-signed-on-update-no-secure-boot", default=None,
+                  help="CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT: updates must be signed with the running app's key.")
+    @click.option("--secure-boot-key", "secure_boot_keys", multiple=True, type=click.Path(exists=True, dir_okay=False),
+                  help="Burn this signing key's (private or public PEM) Secure Boot V2 digest into eFuse (repeatable).")
+    @click.option("--flash-encryption-key", type=click.Path(exists=True, dir_okay=False), default=None,
+                  help="Burn this flash encryption key file (espsecure's raw key) into eFuse.")
+    @click.option("--flash-encryption", is_flag=True, default=None,
+                  help="Enable flash encryption: the first boot's encryption of the flash and CRYPT_CNT burn.")
+    @click.option("--efuse-file", type=click.Path(exists=True, dir_okay=False), default=None,
+                  help="Replace the device's eFuses with this QEMU eFuse file.")
     @functools.wraps(func)
     def wrapper(*args, chip, chip_rev, idf_release, partition_table_offset, rollback, anti_rollback,
                 skip_validation_on_power_on, skip_validation_always, factory_reset, factory_reset_data,
-                factory_reset_otadata, app_test, efuse_secure_version, **kwargs):
+                factory_reset_otadata, app_test, efuse_secure_version, secure_boot, signed_on_update_no_secure_boot,
+                secure_boot_keys, flash_encryption_key, flash_encryption, efuse_file, **kwargs):
         settings = dict(
             chip=chip,
             chip_rev=_chip_rev(chip_rev),
@@ -69,6 +83,12 @@ def device_options(func):
             factory_reset_otadata=factory_reset_otadata,
             app_test=app_test,
             efuse_secure_version=efuse_secure_version,
+            secure_boot=secure_boot,
+            signed_on_update_no_secure_boot=signed_on_update_no_secure_boot,
+            efuse_file=efuse_file,
+            flash_encryption_key=flash_encryption_key,
+            secure_boot_keys=secure_boot_keys,
+            flash_encryption=flash_encryption or None,
         )
 
         def open_device(path, **kw):

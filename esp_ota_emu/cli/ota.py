@@ -70,12 +70,15 @@ def _boot_line(label: str, boot) -> str:
               help="Bytes per Range request with --partial-download.")
 @click.option("--bulk-flash-erase", is_flag=True, help="Erase the image's sectors up front instead of as written.")
 @click.option("--resume", is_flag=True, help="ota_resumption: continue an interrupted download (newest ESP-IDF).")
+@click.option("--decrypt-key", type=click.Path(exists=True, dir_okay=False),
+              help="Pre-encrypted image (esp_encrypted_img): the device's private key (RSA-3072 or P-256 PEM).")
 @click.option("--reboot", is_flag=True, help="Reset at the end (esp_restart()), so the bootloader runs the new app.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event per line, then a result line.")
 @device_options
 def ota_cmd(flash, url, cert_pem, crt_bundle, allow_http, skip_cert_common_name_check, common_name,
             client_cert, client_key, username, password, timeout_ms, headers, user_agent, buffer_size,
-            partial_download, max_http_request_size, bulk_flash_erase, resume, reboot, as_json, open_device):
+            partial_download, max_http_request_size, bulk_flash_erase, resume, decrypt_key, reboot, as_json,
+            open_device):
     """Update FLASH over HTTPS exactly as ESP-IDF's esp_https_ota() would."""
     progress = _Progress() if not as_json and sys.stderr.isatty() else None
 
@@ -99,7 +102,7 @@ def ota_cmd(flash, url, cert_pem, crt_bundle, allow_http, skip_cert_common_name_
                 timeout_ms=timeout_ms, headers=tuple(_header(h) for h in headers), user_agent=user_agent,
                 buffer_size=buffer_size, partial_http_download=partial_download,
                 max_http_request_size=max_http_request_size, bulk_flash_erase=bulk_flash_erase,
-                resume=resume, reboot=reboot,
+                resume=resume, reboot=reboot, decrypt_key=decrypt_key,
             )
         except EspError as err:
             if progress is not None:

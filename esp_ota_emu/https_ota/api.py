@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
+from ..security.encrypted_img import EncryptedImageDecrypter
+from ..security.keys import load_private_key
 from .config import Decrypter, HttpConfig, OnEvent, OtaConfig
 from .engine import OtaResult, esp_https_ota, resumable_https_ota
 
@@ -34,6 +36,15 @@ def pem_text(value: str | Path | None) -> str | None:
     return text
 
 
+def _key_bytes(value: bytes | str | Path) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    try:
+        return Path(value).read_bytes()
+    except OSError as err:
+        raise InputError(f"cannot read key {value}: {err.strerror}") from None
+
+
 def https_ota(
     device: Device,
     url: str,
@@ -48,14 +59,23 @@ def https_ota(
     max_http_request_size: int = 0,
     decrypt: Decrypter | None = None,
     enc_img_header_size: int = 0,
+    decrypt_key: bytes | str | Path | None = None,
     **http_options,
 ) -> OtaResult:
     """Update ``device`` from ``url`` as ESP-IDF's esp_https_ota would; raises EspError on failure.
+
+    ``decrypt_key`` (PEM bytes or a file: RSA-3072 or P-256 private key) makes it a pre-encrypted OTA
+    as ESP-IDF's pre_encrypted_ota example runs it: the download goes through esp_encrypted_img's
+    decrypt stage (DECRYPT_CB events), whose end (GCM tag, length) is checked before the finish.
 
     ``http_options`` are :class:`HttpConfig` fields (``crt_bundle``, ``common_name``,
     ``skip_cert_common_name_check``, ``client_cert``, ``client_key``, ``username``, ``password``,
     ``timeout_ms``, ``headers``, ``user_agent``, ``buffer_size``, ...).
     """
+    decrypt_end = None
+    if decrypt_key is not None:
+        decrypter = EncryptedImageDecrypter(load_private_key(_key_bytes(decrypt_key)))
+        decrypt, decrypt_end, enc_img_header_size = decrypter.feed, decrypter.finish, decrypter.header_size
     power_on = device.power_on_if_needed()
     config = OtaConfig(
         HttpConfig(url=url, cert_pem=pem_text(cert_pem), **http_options),
@@ -64,6 +84,7 @@ def https_ota(
         partial_http_download=partial_http_download,
         max_http_request_size=max_http_request_size,
         decrypt=decrypt,
+        decrypt_end=decrypt_end,
         enc_img_header_size=enc_img_header_size,
     )
     result = (resumable_https_ota if resume else esp_https_ota)(device, config, on_event)

@@ -63,6 +63,7 @@ class OtaConfig:
     partial_http_download: bool = False
     max_http_request_size: int = 0  # 0 -> 64 KiB
     decrypt: Decrypter | None = None
+    decrypt_end: Callable[[], None] | None = None  # esp_encrypted_img_decrypt_end: the app runs it before finish
     enc_img_header_size: int = 0
     ota_resumption: bool = False  # newest ESP-IDF only
     ota_image_bytes_written: int = 0

@@ -482,6 +482,8 @@ def esp_https_ota(device: Device, config: OtaConfig, on_event: OnEvent | None = 
     try:
         while ota.perform():
             pass
+        if config.decrypt_end is not None:
+            config.decrypt_end()
     except BaseException:
         ota.abort()
         raise

@@ -1,0 +1,206 @@
+"""Signed OTAs on devices with Secure Boot V2 or "signed apps without secure boot".
+
+The device is a real ESP32 bootloader with a table of factory + two OTA slots; the apps are the
+firmware samples, signed with espsecure's format (RSA-3072) by the samples' test key, and one signed
+by another key. Every refusal must come before otadata changes and say which check failed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import esp_ota_emu.cli.commands  # noqa: F401
+from esp_ota_emu.cli.main import cli
+from esp_ota_emu.device import Device
+from esp_ota_emu.errors import EXIT_OTA_FAILED, EspError
+from esp_ota_emu.local_ota import ota_from_file, ota_from_stream
+from esp_ota_emu.security import sbv2
+from esp_ota_emu.security.keys import load_public_key
+from helpers_flash import SAMPLES, make_flash, sample
+
+LAYOUT = """\
+nvs, data, nvs, 0x9000, 0x4000,
+otadata, data, ota, 0xd000, 0x2000,
+factory, app, factory, 0x10000, 0x30000,
+ota_0, app, ota_0, 0x40000, 0x30000,
+ota_1, app, ota_1, 0x70000, 0x30000,
+"""
+OTADATA = 0xD000
+KEY = SAMPLES / "keys" / "secure_boot_signing_key.pem"
+OTHER_KEY = SAMPLES / "keys" / "secure_boot_other_key.pem"
+
+
+def digest(path) -> bytes:
+    return sbv2.key_digest(load_public_key(path.read_bytes()))
+
+
+@pytest.fixture
+def flash(realdata, tmp_path):
+    return make_flash(tmp_path / "f.bin", realdata, LAYOUT, {"factory": sample("v1_signed")}, size=1 << 20)
+
+
+@pytest.fixture
+def sb_device(flash):
+    """A Secure Boot V2 device trusting the samples' key, powered on (factory runs)."""
+    dev = Device.open(flash, secure_boot="v2", secure_boot_keys=[KEY])
+    dev.power_on_if_needed()
+    yield dev
+    dev.close()
+
+
+def tampered_signed_v2(tmp_path) -> str:
+    """sample_v2_signed with the same bit flipped in two bytes of its padding segment: the XOR
+    checksum and the segment headers stay right, only the digest over the signed data differs."""
+    data = bytearray(sample("v2_signed"))
+    data[0x11000] ^= 0x01
+    data[0x11001] ^= 0x01
+    out = tmp_path / "tampered.bin"
+    out.write_bytes(data)
+    return str(out)
+
+
+def test_device_burns_digest_and_enables_secure_boot(sb_device, flash):
+    assert sb_device.efuses.trusted_key_digests() == [digest(KEY)]
+    assert sb_device.efuses.secure_boot_v2_enabled
+    assert sb_device.running.label == "factory"
+    side = json.loads(open(f"{flash}.emu.json").read())
+    assert side["settings"]["secure_boot"] == "v2"
+    # the digest persists with the device
+    with Device.open(flash) as again:
+        assert again.efuses.trusted_key_digests() == [digest(KEY)]
+
+
+def test_signed_update_accepted_and_boots(sb_device):
+    slot = ota_from_file(sb_device, SAMPLES / "sample_v2_signed.bin")
+    assert slot.label == "ota_0"
+    result = sb_device.verify_partition(slot)
+    assert result.ok and result.image_len == 0x21000  # image padded to 4 KiB + the signature sector
+    boot = sb_device.boot()
+    assert boot.booted.label == "ota_0" and boot.version == "2.0.0"
+
+
+@pytest.mark.parametrize(
+    "image, reason",
+    [
+        ("unsigned", "no signature sector at offset 0x11000"),
+        ("other", "signature block 0 made with a key whose digest is not trusted"),
+        ("tampered", "image digest mismatch"),
+    ],
+)
+def test_bad_signatures_fail_before_otadata_changes(sb_device, tmp_path, image, reason):
+    path = {
+        "unsigned": SAMPLES / "sample_v2.bin",
+        "other": SAMPLES / "sample_v2_signed_other_key.bin",
+        "tampered": tampered_signed_v2(tmp_path),
+    }[image]
+    otadata = sb_device.flash.read(OTADATA, 0x2000)
+    with pytest.raises(EspError) as err:
+        ota_from_file(sb_device, path)
+    assert err.value.esp_err == "ESP_ERR_OTA_VALIDATE_FAILED"
+    assert reason in err.value.message and "Secure boot signature verification failed" in err.value.message
+    assert sb_device.flash.read(OTADATA, 0x2000) == otadata
+    assert sb_device.boot().booted.label == "factory"
+
+
+def test_untrusted_reason_names_both_digests(sb_device):
+    with pytest.raises(EspError) as err:
+        ota_from_file(sb_device, SAMPLES / "sample_v2_signed_other_key.bin")
+    assert digest(OTHER_KEY).hex()[:16] in err.value.message
+    assert f"trusted: {digest(KEY).hex()[:16]}" in err.value.message
+
+
+def test_set_boot_partition_refuses_an_unsigned_image(sb_device):
+    """esp_ota_set_boot_partition verifies again: an unsigned image put in a slot is not selected."""
+    ota_0 = sb_device.partitions.find("ota_0")
+    sb_device.flash.program(ota_0.offset, sample("v2"))
+    otadata = sb_device.flash.read(OTADATA, 0x2000)
+    with pytest.raises(EspError) as err:
+        sb_device.ota.set_boot_partition(ota_0)
+    assert err.value.esp_err == "ESP_ERR_OTA_VALIDATE_FAILED" and "no signature sector" in err.value.message
+    assert sb_device.flash.read(OTADATA, 0x2000) == otadata
+
+
+def test_boot_refuses_a_foreign_key_image_and_falls_back(sb_device):
+    """An image the app never accepted (written to flash directly) is refused by the bootloader."""
+    ota_0 = sb_device.partitions.find("ota_0")
+    sb_device.flash.erase_range(ota_0.offset, ota_0.size)
+    sb_device.flash.program(ota_0.offset, sample("v2_signed_other_key"))
+    # otadata selecting ota_0 as esp_ota_set_boot_partition would write it
+    sb_device.ota._rewrite_ota_data(ota_0)
+    boot = sb_device.boot()
+    assert boot.booted.label == "factory"
+    assert any("ota_0: image invalid" in step and "not trusted" in step for step in boot.trace)
+
+
+def test_first_boot_without_burned_digest_trusts_the_image(flash):
+    """Before any digest is burned (and Secure Boot not yet enabled) the bootloader accepts the
+    image's own valid signature, as ESP-IDF's first boot does; an unsigned app does not boot."""
+    with Device.open(flash) as dev:
+        dev.settings.secure_boot = "v2"
+        assert dev.boot_decision().booted.label == "factory"
+        factory = dev.partitions.find("factory")
+        dev.flash.erase_range(factory.offset, factory.size)
+        dev.flash.program(factory.offset, sample("v1"))
+        decision = dev.boot_decision()
+        assert decision.booted is None
+        assert any("no signature sector" in step for step in decision.trace)
+
+
+@pytest.fixture
+def signed_update_device(flash):
+    """CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT: no Secure Boot, no eFuse digest."""
+    dev = Device.open(flash, signed_on_update_no_secure_boot=True)
+    dev.power_on_if_needed()
+    yield dev
+    dev.close()
+
+
+def test_signed_on_update_trusts_the_running_apps_key(signed_update_device):
+    dev = signed_update_device
+    assert dev.efuses.trusted_key_digests() == [] and not dev.efuses.secure_boot_v2_enabled
+    ota_from_file(dev, SAMPLES / "sample_v2_signed.bin")
+    assert dev.boot().booted.label == "ota_0"
+
+
+@pytest.mark.parametrize("name, reason", [("sample_v2_signed_other_key.bin", "not trusted"),
+                                          ("sample_v2.bin", "no signature sector")])
+def test_signed_on_update_refuses_other_keys_and_unsigned(signed_update_device, name, reason):
+    with pytest.raises(EspError) as err:
+        ota_from_file(signed_update_device, SAMPLES / name)
+    assert err.value.esp_err == "ESP_ERR_OTA_VALIDATE_FAILED" and reason in err.value.message
+
+
+def test_signed_on_update_bootloader_does_not_check_signatures(signed_update_device):
+    """Without Secure Boot the bootloader only checks the SHA-256: an unsigned app written
+    directly boots."""
+    dev = signed_update_device
+    ota_0 = dev.partitions.find("ota_0")
+    dev.flash.program(ota_0.offset, sample("v2"))
+    dev.ota._rewrite_ota_data(ota_0)
+    assert dev.boot().booted.label == "ota_0"
+
+
+def test_signed_on_update_with_unsigned_running_app(realdata, tmp_path):
+    flash = make_flash(tmp_path / "u.bin", realdata, LAYOUT, {"factory": sample("v1")}, size=1 << 20)
+    with Device.open(flash, signed_on_update_no_secure_boot=True) as dev:
+        with pytest.raises(EspError) as err:
+            ota_from_file(dev, SAMPLES / "sample_v2_signed.bin")
+    assert "no signatures were found for the running app" in err.value.message
+
+
+def test_cli_ota_refusal_says_which_check(flash, realdata):
+    from esp_ota_emu.testserver import serve_files
+
+    runner = CliRunner()
+    with serve_files({"other.bin": SAMPLES / "sample_v2_signed_other_key.bin"}) as srv:
+        ca = srv.tls.ca_pem
+        ca_path = flash.parent / "ca.pem"
+        ca_path.write_text(ca if isinstance(ca, str) else ca.read_text())
+        result = runner.invoke(cli, ["ota", str(flash), "--url", srv.url("other.bin"), "--cert-pem", str(ca_path),
+                                     "--secure-boot", "v2", "--secure-boot-key", str(KEY)])
+    assert result.exit_code == EXIT_OTA_FAILED
+    assert "ESP_ERR_OTA_VALIDATE_FAILED" in result.output and "not trusted" in result.output
+    assert "Traceback" not in result.output
