@@ -214,3 +214,17 @@ def test_anti_rollback_update_that_raises_the_secure_version(flash):
     assert report.bricked == 0 and report.failed == []
     phases = report.by_phase()
     assert phases["after"]["new"] == 1 and phases["confirm"]["new"] == 0
+
+
+def test_text_report_lists_the_first_failures_and_counts_the_rest(flash, image, tmp_path):
+    overlapping_slots(flash)
+    app = tmp_path / "app.bin"
+    app.write_bytes(image)
+    result = run_cli("powercut", flash, "--image", app, "--samples", 40, "--bulk-flash-erase", "--jobs", 1)
+    assert result.exit_code == EXIT_NO_BOOTABLE
+    lines = result.output.splitlines()
+    assert sum(line.startswith("FAIL op ") for line in lines) == 20
+    assert any(line.startswith("... and ") and "more failures" in line for line in lines)
+    reproduce = next(line for line in lines if "reproduce:" in line)
+    assert "--bulk-flash-erase" in reproduce and "--seed 0 --at " in reproduce
+    assert run_cli("powercut", flash, "--image", app, "--every", "--samples", 3).exit_code == 2

@@ -14,6 +14,8 @@ from ..powercut import Campaign, CutPoint, OtaPlan, Report, record_https_ota
 from .main import cli
 from .options import device_options, echo_json
 
+SHOWN_FAILURES = 20
+
 
 def reproduction(argv_head: list[str], report: Report, index: int, torn: bool) -> str:
     """The command line that runs just this one cut point again."""
@@ -36,11 +38,13 @@ def print_report(report: Report, argv_head: list[str]) -> None:
     resume = report.resume_counts()
     if resume["tried"]:
         click.echo(f"resumed OTAs: {resume['identical']} of {resume['tried']} gave a byte-identical slot")
-    for r in report.failed:
+    for r in report.failed[:SHOWN_FAILURES]:
         click.echo(f"FAIL op {r.index} ({'torn' if r.torn else 'cut'}, {r.phase}): {'; '.join(r.failures)}")
         if r.left:
             click.echo(f"  torn: {r.left}")
         click.echo(f"  reproduce: {reproduction(argv_head, report, r.index, r.torn)}")
+    if len(report.failed) > SHOWN_FAILURES:
+        click.echo(f"... and {len(report.failed) - SHOWN_FAILURES} more failures (--json lists them all)")
     click.echo(f"bricked: {report.bricked} of {len(report.results)} cut points")
 
 
@@ -52,7 +56,7 @@ def print_report(report: Report, argv_head: list[str]) -> None:
 @click.option("--cert-pem", type=click.Path(dir_okay=False), default=None, help="Root CA the server must chain to.")
 @click.option("--bulk-flash-erase", is_flag=True, help="esp_https_ota's bulk_flash_erase (erase the slot at begin).")
 @click.option("--buffer-size", type=int, default=0, help="esp_http_client buffer_size (reads are max(this, 1024)).")
-@click.option("--every", "mode", flag_value="every", default=True, help="Every cut point (the default).")
+@click.option("--every", is_flag=True, help="Every cut point: each operation cut cleanly and torn, and the end (the default).")
 @click.option("--samples", type=int, default=None, help="Only N cut points, drawn with the seed.")
 @click.option("--at", "at", type=int, default=None, help="Only the cut before operation K (see the report's reproductions).")
 @click.option("--torn", is_flag=True, help="With --at: tear operation K instead of cutting before it.")
@@ -61,7 +65,7 @@ def print_report(report: Report, argv_head: list[str]) -> None:
 @click.option("--jobs", type=int, default=None, help="Worker processes (default: all cores).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (the summary) on stdout.")
 @device_options
-def powercut_cmd(flash, url, image_path, cert_pem, bulk_flash_erase, buffer_size, mode, samples, at, torn, seed,
+def powercut_cmd(flash, url, image_path, cert_pem, bulk_flash_erase, buffer_size, every, samples, at, torn, seed,
                  resume, jobs, as_json, open_device):
     """Cut the power at each flash operation of an OTA, its reset and the app's confirmation; check it still boots.
 
@@ -75,6 +79,8 @@ def powercut_cmd(flash, url, image_path, cert_pem, bulk_flash_erase, buffer_size
         raise click.UsageError("give exactly one of --url and --image")
     if torn and at is None:
         raise click.UsageError("--torn needs --at")
+    if sum((every, samples is not None, at is not None)) > 1:
+        raise click.UsageError("give at most one of --every, --samples and --at")
     with open_device(flash, readonly=True) as dev:
         https_ops = None
         if url is not None:
@@ -98,8 +104,12 @@ def powercut_cmd(flash, url, image_path, cert_pem, bulk_flash_erase, buffer_size
         else:
             points = campaign.every_point()
         report = campaign.run(points, jobs=jobs or os.cpu_count() or 1)
-    source = ["--url", url] if url is not None else ["--image", image_path]
-    argv_head = ["esp-ota-emu", "powercut", flash, *source, *(["--resume"] if resume else [])]
+    # Device settings persist in the sidecar: the reproduction needs only the update's own options.
+    argv_head = ["esp-ota-emu", "powercut", flash, *(["--url", url] if url is not None else ["--image", image_path])]
+    argv_head += ["--cert-pem", cert_pem] if cert_pem else []
+    argv_head += ["--bulk-flash-erase"] if bulk_flash_erase else []
+    argv_head += ["--buffer-size", str(buffer_size)] if buffer_size else []
+    argv_head += ["--resume"] if resume else []
     if as_json:
         summary = report.to_json()
         for failure in summary["failures"]:
