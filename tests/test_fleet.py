@@ -20,18 +20,20 @@ from click.testing import CliRunner
 import esp_ota_emu.cli.commands  # noqa: F401
 from esp_ota_emu.cli.main import cli
 from esp_ota_emu.device import Device, DeviceSettings, DeviceState, sidecar_path
-from esp_ota_emu.errors import EXIT_BAD_INPUT, EXIT_OTA_FAILED, EXIT_USAGE, InputError
+from esp_ota_emu.errors import EXIT_BAD_INPUT, EXIT_NO_BOOTABLE, EXIT_OTA_FAILED, EXIT_USAGE, InputError
 from esp_ota_emu.flash import SECTOR_SIZE, Flash
 from esp_ota_emu.fleet import (
     FleetConfig,
     FlashTemplate,
     FlashTiming,
+    Progress,
     TimingModel,
     crashing_devices,
     run_fleet,
     save_flash,
     written_sectors,
 )
+from esp_ota_emu.fleet.lifecycle import power_on_template
 from esp_ota_emu.fleet.report import percentile
 from esp_ota_emu.fleet.timing import MIN_SLEEP, TCP_WINDOW, parse_bandwidth
 from esp_ota_emu.info import flash_report
@@ -364,3 +366,32 @@ def test_cli_rejects_bad_options(template, server):
     not_flash.write_text("hello")
     chip = run("fleet", "--from", not_flash, "--url", url, "--devices", 1)
     assert chip.exit_code == EXIT_BAD_INPUT, chip.output
+
+
+def test_template_that_never_ran_is_powered_on_once(template, server, app_version):
+    data = bytearray(template.read_bytes())
+    data[0xE000:0x10000] = b"\xff" * 0x2000  # blank otadata: the bootloader boots ota_0 from initial contents
+    template.write_bytes(bytes(data))
+    with FlashTemplate(template) as tmpl:
+        settings = DeviceSettings(rollback=True)
+        state = power_on_template(tmpl, settings, DeviceState())
+        assert state.running == "app0" and state.boots == 1
+        report = run_fleet(tmpl, settings, state, FleetConfig(server.url("app.bin"), 2, ota_options=ota_options(server)))
+    assert [(d.outcome, d.booted, d.version) for d in report.devices] == [("updated", "app1", app_version)] * 2
+
+
+def test_template_without_a_bootable_app_stops_the_fleet(template, server):
+    data = bytearray(template.read_bytes())
+    data[0x10000:0x11000] = b"\xff" * 0x1000  # app0's header is gone and app1 is empty
+    template.write_bytes(bytes(data))
+    result = run("fleet", "--from", template, "--url", server.url("app.bin"), "--cert-pem", server.tls.ca_pem,
+                 "--devices", 2)
+    assert result.exit_code == EXIT_NO_BOOTABLE
+    assert result.output.startswith("error: ESP_FAIL: the device has no bootable app")
+
+
+def test_progress_line(capsys):
+    from esp_ota_emu.cli.fleet import _Progress
+
+    _Progress()(Progress(10, 6, 4, 2, {"updated": 3, "ota_failed": 1}, 1.25))
+    assert capsys.readouterr().err.rstrip() == "\rfleet: 4/10 done (3 updated, 1 ota failed), 2 in flight, 1.2 s"

@@ -87,7 +87,7 @@ def fleet_cmd(template, url, devices, concurrency, ramp, crash_share, seed, repo
               out_dir, bandwidth, rtt_ms, flash_timing, cert_pem, crt_bundle, allow_http, skip_cert_common_name_check,
               common_name, client_cert, client_key, username, password, timeout_ms, headers, user_agent,
               buffer_size, partial_download, max_http_request_size, bulk_flash_erase, as_json, open_device):
-    """Update DEVICES emulated devices, cloned from one template flash, from URL at once.
+    """Roll an update out to many emulated devices cloned from one template flash.
 
     Each device runs the whole path: esp_https_ota, a reset with the bootloader's writes, the new app
     confirming itself (or crashing first, --crash-share), and another reset. Devices keep only the

@@ -152,10 +152,6 @@ def _watching(watch: _Watch) -> Iterator[None]:
                 _HTTPX.setLevel(_saved_level)
 
 
-def _app_version(result) -> str | None:
-    return result.version if result is not None else None
-
-
 def _running_version(dev: Device) -> str | None:
     """The version in the running app's descriptor (after a failed OTA: the app that keeps running)."""
     p = dev.running
@@ -225,7 +221,7 @@ def run_device(
         else:
             final = first
         out.booted = final.booted.label if final.booted is not None else None
-        out.version = _app_version(final)
+        out.version = final.version
         if final.booted is None:
             out.outcome = NO_BOOTABLE
             out.message = "; ".join(final.trace[-2:])
