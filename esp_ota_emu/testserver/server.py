@@ -48,6 +48,7 @@ class Faults:
     redirect_host: str | None = None  # send absolute Locations naming this host (same port) instead of paths
     status: int | None = None  # answer GET and HEAD with this status and a small HTML page
     no_head: bool = False  # answer HEAD with 405
+    content_encoding: str | None = None  # send this Content-Encoding header (the body is served as stored)
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Accept-Ranges", "bytes")
+        if faults.content_encoding:
+            self.send_header("Content-Encoding", faults.content_encoding)
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
         if faults.chunked:
