@@ -11,7 +11,7 @@ real one spends time, in the device's own thread (so the socket backs up as it w
   sector erase 45 ms typical / 400 ms max, 64 KiB block erase 150 / 2000 ms, page program
   0.4 / 3 ms.
 * link: a bandwidth limit as a token bucket whose depth is the device's TCP receive window (lwIP's
-  default ``CONFIG_LWIP_TCP_WND_DEFAULT`` 5760 bytes: after a pause only that much arrives at once),
+  default ``CONFIG_LWIP_TCP_WND_DEFAULT`` 5744 bytes: after a pause only that much arrives at once),
   and a round-trip time charged four times per HTTP response (TCP handshake, two TLS 1.2 round trips,
   the request) when its headers arrive.
 """
@@ -26,7 +26,7 @@ from ..flash import SECTOR_SIZE, FlashOp
 
 BLOCK_ERASE_SIZE = 0x10000  # the generic SPI flash driver's block_erase_size
 PAGE_SIZE = 256  # SPI NOR page program size
-TCP_WINDOW = 5760  # CONFIG_LWIP_TCP_WND_DEFAULT
+TCP_WINDOW = 5744  # CONFIG_LWIP_TCP_WND_DEFAULT (4 x the default MSS)
 ROUND_TRIPS_PER_REQUEST = 4  # TCP SYN/ACK, TLS 1.2 full handshake (2), request -> response headers
 MIN_SLEEP = 0.01  # pace in steps of at least this long (fewer, larger sleeps; same average rate)
 
