@@ -19,6 +19,7 @@ from esp_ota_emu.errors import EXIT_OTA_FAILED, EspError
 from esp_ota_emu.local_ota import ota_from_file, ota_from_stream
 from esp_ota_emu.security import sbv2
 from esp_ota_emu.security.keys import load_public_key
+from esp_ota_emu.testserver import serve_files
 from helpers_flash import SAMPLES, make_flash, sample
 
 LAYOUT = """\
@@ -191,15 +192,10 @@ def test_signed_on_update_with_unsigned_running_app(realdata, tmp_path):
     assert "no signatures were found for the running app" in err.value.message
 
 
-def test_cli_ota_refusal_says_which_check(flash, realdata):
-    from esp_ota_emu.testserver import serve_files
-
+def test_cli_ota_refusal_says_which_check(flash):
     runner = CliRunner()
     with serve_files({"other.bin": SAMPLES / "sample_v2_signed_other_key.bin"}) as srv:
-        ca = srv.tls.ca_pem
-        ca_path = flash.parent / "ca.pem"
-        ca_path.write_text(ca if isinstance(ca, str) else ca.read_text())
-        result = runner.invoke(cli, ["ota", str(flash), "--url", srv.url("other.bin"), "--cert-pem", str(ca_path),
+        result = runner.invoke(cli, ["ota", str(flash), "--url", srv.url("other.bin"), "--cert-pem", str(srv.tls.ca_pem),
                                      "--secure-boot", "v2", "--secure-boot-key", str(KEY)])
     assert result.exit_code == EXIT_OTA_FAILED
     assert "ESP_ERR_OTA_VALIDATE_FAILED" in result.output and "not trusted" in result.output
