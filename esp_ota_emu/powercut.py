@@ -97,7 +97,6 @@ class ScenarioLog:
     flash: Flash
     phase_starts: dict[str, int] = field(default_factory=dict)
     progress: int = 0  # bytes_written as last saved by the app (resumable OTA)
-    booted: str | None = None
 
     def enter(self, phase: str) -> None:
         self.phase_starts[phase] = self.flash.op_count - self.base
@@ -119,7 +118,6 @@ def run_scenario(dev: Device, target: Partition, plan: OtaPlan, log: ScenarioLog
     ota.set_boot_partition(target)
     log.enter("bootloader")
     result = dev.boot()
-    log.booted = result.booted.label if result.booted else None
     log.enter("confirm")
     if result.booted == target:
         ota.mark_app_valid_cancel_rollback()
@@ -430,7 +428,10 @@ class Campaign:
             recorder, undo = OpRecorder(), UndoLog(dev.flash)
             dev.flash.hooks.append(recorder)
             log = ScenarioLog(dev.flash.op_count, dev.flash)
-            run_scenario(dev, target, plan, log)
+            try:
+                run_scenario(dev, target, plan, log)
+            except EspError as err:
+                raise EspError(err.esp_err, f"the update fails even without a power cut: {err.message}") from None
             undo.restore(0)
         finally:
             dev.close()

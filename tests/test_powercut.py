@@ -228,3 +228,11 @@ def test_text_report_lists_the_first_failures_and_counts_the_rest(flash, image, 
     reproduce = next(line for line in lines if "reproduce:" in line)
     assert "--bulk-flash-erase" in reproduce and "--seed 0 --at " in reproduce
     assert run_cli("powercut", flash, "--image", app, "--every", "--samples", 3).exit_code == 2
+
+
+def test_an_update_that_fails_anyway_is_reported_as_such(flash, tmp_path):
+    broken = tmp_path / "broken.bin"
+    shutil.copyfile(REPO / "firmware_samples" / "sample_broken.bin", broken)
+    result = run_cli("powercut", flash, "--image", broken)
+    assert result.exit_code == 1
+    assert "ESP_ERR_OTA_VALIDATE_FAILED: the update fails even without a power cut" in result.output
