@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,14 +22,17 @@ from esp_ota_emu.flash import SECTOR_SIZE
 from esp_ota_emu.formats.encrypted_image import HEADER_SIZE as ENC_HEADER_SIZE
 from esp_ota_emu.formats.otadata import build_entry
 from esp_ota_emu.formats.signature import parse_signature_sector
+from esp_ota_emu.https_ota.api import https_ota
 from esp_ota_emu.image import parse_image, verify_image
 from esp_ota_emu.ota_ops import OTA_WITH_SEQUENTIAL_WRITES
 from esp_ota_emu.partitions import PartitionTable
 from esp_ota_emu.security.encrypted_img import EncryptedImageDecrypter
 from esp_ota_emu.security.keys import load_private_key
 from esp_ota_emu.security.sbv2 import check_signature_sector
+from esp_ota_emu.testserver import serve_files
 
 EXAMPLES = int(os.environ.get("ESP_OTA_EMU_FUZZ_EXAMPLES", "60"))
+SAMPLES = Path(__file__).resolve().parents[1] / "firmware_samples"
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 MERGED = "derived/esp32_arduino-idf-v4.4.7_fivef_merged_4MB_with_boot_app0.bin"
@@ -239,3 +243,37 @@ def test_mutated_pre_encrypted_headers(encrypted, edits, chunk):
         for pos in range(0, len(damaged), chunk):
             dec.feed(damaged[pos : pos + chunk])
         dec.finish()
+
+
+@pytest.fixture(scope="module")
+def plain_server():
+    """A plain-HTTP loopback server (no TLS handshake per example); tests swap its one file."""
+    with serve_files({}, tls=False) as srv:
+        yield srv
+
+
+@settings(max_examples=max(EXAMPLES // 4, 10), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edits=mutations(ENC_HEADER_SIZE + 1024, 4, 0))
+def test_mutated_pre_encrypted_ota_never_writes_outside_the_slot(device, plain_server, edits):
+    """The sample pre-encrypted OTA (RSA-3072 scheme) with its header or first blocks damaged, through
+    the whole esp_https_ota path with the decrypt stage: the undamaged one installs, a damaged one fails
+    cleanly (before switching), and nothing outside app1 and otadata is ever written."""
+    dev, undo = device
+    data = (SAMPLES / "sample_v2_encrypted.bin").read_bytes()
+    plain_server.files["enc.bin"] = mutate(data, edits) if edits else data
+    try:
+        try:
+            result = https_ota(dev, plain_server.url("enc.bin"), allow_http=True,
+                               decrypt_key=SAMPLES / "keys" / "pre_encryption_key.pem")
+            switched = result.boot_partition_updated
+        except EspError:
+            switched = False
+        if not edits:
+            assert switched
+        allowed = ((APP1, APP1 + SLOT_SIZE), (OTADATA, OTADATA + 0x2000))
+        assert all(any(lo <= a and b <= hi for lo, hi in allowed) for a, b in undo.ranges())
+        decision = dev.boot_decision()
+        assert decision.booted.label == ("app1" if switched else "app0")
+        assert dev.verify_partition(decision.booted).ok
+    finally:
+        rewind(dev, undo)
