@@ -218,3 +218,18 @@ def test_efuse_secure_version_field_width_per_chip(realdata, tmp_path, chip, bit
         with pytest.raises(EspError) as err:
             dev.burn_secure_version(bits + 1)
         assert err.value.esp_err == "ESP_ERR_INVALID_ARG" and dev.efuse_secure_version == bits
+
+
+def test_rollback_rewrites_keep_the_entry_as_read(realdata, tmp_path):
+    """write_otadata() writes the struct as read: seq_label and even a wrong CRC stay, only ota_state changes."""
+    label = bytes(range(0x30, 0x44))
+    odd = bytes.fromhex("05000000") + label + bytes.fromhex("01000000") + bytes.fromhex("deadbeef")  # bad CRC
+    newer = bytes.fromhex("02000000") + label + bytes.fromhex("00000000") + bytes.fromhex("7437f655")
+    flash = make_flash(tmp_path / "f.bin", realdata, TWO_OTA, {"app0": sample("v1"), "app1": sample("v2")},
+                       otadata=(odd, newer))
+    r = json.loads(run("boot", flash, "--rollback", "--json").output)
+    assert r["booted"] == "app1"
+    data = flash.read_bytes()
+    assert data[OTADATA : OTADATA + 0x1000] == sector(odd[:24] + b"\x04\x00\x00\x00" + odd[28:])
+    assert data[OTADATA + 0x1000 : OTADATA + 0x2000] == sector(newer[:24] + b"\x01\x00\x00\x00" + newer[28:])
+    assert r["writes"] == [{"offset": OTADATA, "length": 0x1000}, {"offset": OTADATA + 0x1000, "length": 0x1000}]
