@@ -121,6 +121,12 @@ class Scenario:
         bad = set(settings) - names
         if bad:
             raise InputError(f"{path}: unknown device setting(s) {', '.join(sorted(bad))} (known: {', '.join(sorted(names))})")
+        defaults = DeviceSettings()
+        for key, value in settings.items():
+            default = getattr(defaults, key)
+            want = type(default) if default is not None else {"chip": str, "chip_rev": int}[key]
+            if type(value) is not want:
+                raise InputError(f"{path}: device setting {key} must be a {want.__name__}, not {value!r}")
         raw_steps = data.get("step", data.get("steps", []))
         if not isinstance(raw_steps, list) or not raw_steps:
             raise InputError(f"{path}: no steps (a [[step]] table array / a 'steps' list)")

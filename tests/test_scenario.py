@@ -91,6 +91,7 @@ def test_ota_from_a_url(realdata, tmp_path):
     ('{"steps": [{"do": "ota"}]}', "either 'file' or 'url'"),
     ('{"device": {"rollbak": true}, "steps": [{"do": "reset"}]}', "unknown device setting(s) rollbak"),
     ('{"steps": [{"do": "reset", "expect": {"boot": "x"}}]}', "'expect' takes"),
+    ('{"device": {"rollback": "yes"}, "steps": [{"do": "reset"}]}', "rollback must be a bool"),
     ("[[step]\ndo = reset", "not valid TOML"),
     ('{"steps": [', "not valid JSON"),
 ])
