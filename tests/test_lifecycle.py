@@ -169,3 +169,21 @@ def test_seq_arithmetic_with_four_slots(realdata, tmp_path):
         dev.ota.set_boot_partition(dev.partitions.find("ota_2"))
         assert dev.flash.read(OTADATA + 0x1000, 32) == entry(11)
         assert dev.boot().booted.label == "ota_2"
+
+
+def test_https_ota_command_refuses_while_pending_verify(flash):
+    """The same rule through the `ota` command (esp_https_ota over the loopback server), then after confirming."""
+    from esp_ota_emu.errors import EXIT_OTA_FAILED
+    from esp_ota_emu.testserver import serve_files
+
+    with Device.open(flash, rollback=True) as dev:
+        ota_from_file(dev, SAMPLES / "sample_v2.bin")
+        assert dev.boot().booted.label == "ota_0"
+    with serve_files({"v3.bin": SAMPLES / "sample_v3.bin"}) as srv:
+        args = ("ota", flash, "--url", srv.url("v3.bin"), "--cert-pem", srv.tls.ca_pem)
+        refused = run(*args)
+        assert refused.exit_code == EXIT_OTA_FAILED and "ESP_ERR_OTA_ROLLBACK_INVALID_STATE" in refused.output
+        assert run("mark-valid", flash).exit_code == 0
+        assert run(*args).exit_code == 0
+    assert js("boot", flash)[1]["booted"] == "ota_1"
+    assert js("state", flash, "ota_1")[1]["state"] == "PENDING_VERIFY"
