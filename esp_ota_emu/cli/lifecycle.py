@@ -82,7 +82,7 @@ def mark_valid_cmd(flash, as_json, open_device):
     _report(as_json, {"running": running, "marked": "VALID"}, [f"{running}: marked VALID"])
 
 
-@cli.command("mark-invalid")
+@cli.command("mark-invalid", short_help="The running app marks itself INVALID and reboots.")
 @FLASH
 @JSON
 @device_options
