@@ -25,7 +25,7 @@ from .image import VerifyResult, parse_image, verify_image
 from .partitions import Partition, PartitionTable
 from .security import sbv2
 from .security.flash_encryption import load_flash_encryption_key
-from .security.keys import load_private_key, load_public_key
+from .security.keys import load_public_key
 from .security.policy import (
     SECURE_BOOT_VERSIONS,
     device_crypt,
@@ -175,7 +175,7 @@ class Device:
                 raise EspError("ESP_ERR_INVALID_STATE", "a different flash encryption key is already burned in the eFuses")
         for key_file in secure_boot_keys or ():
             efuses = self._require_efuses()
-            digest = sbv2.key_digest(_public_key(_read_input(key_file, "secure boot key")))
+            digest = sbv2.key_digest(load_public_key(_read_input(key_file, "secure boot key")))
             if digest not in [s["digest"] for s in efuses.secure_boot_key_digests()]:
                 efuses.burn_secure_boot_key_digest(digest)
         if self.settings.secure_boot == "v2":
@@ -204,6 +204,9 @@ class Device:
             raise InputError("enabling flash encryption needs the key in the eFuses: give --flash-encryption-key")
         if readonly:
             raise InputError("enabling flash encryption encrypts the flash; use a command that writes it (boot, ota)")
+        if efuses.chip == "esp32" and efuses.flash_crypt_config == 0:
+            efuses.burn("FLASH_CRYPT_CONFIG", 0xF)  # the bootloader sets all tweak bits before encrypting
+        self.partitions  # read while the flash is plaintext
         efuses.enable_flash_encryption()
         self.settings.chip = self._chip.name  # the bootloader header is ciphertext from now on
         self.io.crypt = device_crypt(efuses)
@@ -442,14 +445,6 @@ def _read_input(value, what: str) -> bytes:
         return Path(value).read_bytes()
     except OSError as err:
         raise InputError(f"cannot read {what} {value}: {err.strerror}") from None
-
-
-def _public_key(pem: bytes):
-    """A Secure Boot V2 key file: the public key, or the private key's public half."""
-    try:
-        return load_private_key(pem).public_key()
-    except InputError:
-        return load_public_key(pem)
 
 
 def _set_secure_version(efuses: Efuses, secure_version: int) -> None:

@@ -32,10 +32,10 @@ def find_partition_tables(dev: Device, limit: int = 4) -> list[int]:
     return found
 
 
-def _image_summary(dev: Device, offset: int, size: int) -> dict[str, Any]:
-    """Parse the image at a flash offset and say whether ESP-IDF would accept it, and why not."""
+def _image_summary(view: memoryview, offset: int, size: int) -> dict[str, Any]:
+    """Parse the image at ``offset`` of ``view`` (the flash as the CPU reads it) and summarise it."""
     try:
-        image = parse_image(dev.flash.view(), offset, size)
+        image = parse_image(view, offset, size)
     except InputError as err:
         return {"valid": False, "error": str(err)}
     out: dict[str, Any] = {
@@ -77,7 +77,11 @@ def flash_report(dev: Device) -> dict[str, Any]:
         report["bootloader"] = None
     else:
         off = dev.chip.bootloader_offset
-        bl = {"offset": off, **_image_summary(dev, off, dev.settings.partition_table_offset - off)}
+        size = dev.settings.partition_table_offset - off
+        view, base = dev.flash.view(), off
+        if dev.io.crypt is not None:  # the ROM reads the bootloader through the flash decryption
+            view, base = memoryview(dev.io.crypt.decrypt(off, dev.flash.read(off, size))), 0
+        bl = {"offset": off, **_image_summary(view, base, size)}
         report["bootloader"] = bl
     try:
         table = dev.partitions
@@ -102,13 +106,16 @@ def flash_report(dev: Device) -> dict[str, Any]:
         elif dev.flash.is_erased(p.offset, min(p.size, 32)):
             entry.update(valid=False, empty=True, error="erased (no image)")
         else:
-            entry.update(_image_summary(dev, p.offset, p.size))
+            entry.update(_image_summary(*dev.plain_image_region(p), p.size))
             result = dev.verify_partition(p)
             entry["valid"] = result.ok
             if not result.ok:
                 entry["error"] = result.reason
             if "image_len" in entry:
                 entry["fill"] = round(100 * entry["image_len"] / p.size, 2)
+            unbootable = _anti_rollback_verdict(dev, entry.get("secure_version"))
+            if unbootable:
+                entry["unbootable"] = unbootable
         if p.label in ota_state:
             entry["ota_state"] = ota_state[p.label]
         apps.append(entry)
@@ -132,8 +139,34 @@ def flash_report(dev: Device) -> dict[str, Any]:
         "would_write": [{"offset": o, "length": n} for o, n in decision.writes],
     }
     report["running"] = dev.state.running
+    report["security"] = security_report(dev)
     report["missing"] = missing
     return report
+
+
+def _anti_rollback_verdict(dev: Device, secure_version: int | None) -> str | None:
+    """Why the bootloader's anti-rollback check refuses an app, None if it does not."""
+    if not dev.settings.anti_rollback or secure_version is None:
+        return None
+    if dev.efuse_secure_version_ok(secure_version):
+        return None
+    return f"secure_version {secure_version} < eFuse {dev.efuse_secure_version}"
+
+
+def security_report(dev: Device) -> dict[str, Any]:
+    """The device's security configuration and eFuses: Secure Boot, signed updates, flash encryption,
+    the anti-rollback eFuse value."""
+    out: dict[str, Any] = {
+        "secure_boot": dev.settings.secure_boot,
+        "signed_on_update_no_secure_boot": dev.settings.signed_on_update_no_secure_boot,
+        "flash_encryption": dev.flash_encryption_enabled,
+        "anti_rollback": dev.settings.anti_rollback,
+        "efuse_secure_version": dev.efuse_secure_version,
+        "efuse_secure_version_bits": dev.secure_version_bits,
+    }
+    efuses = dev.efuses
+    out["efuse"] = efuses.summary() if efuses is not None else None
+    return out
 
 
 def _ota_states(dev: Device) -> dict[str, Any]:

@@ -46,9 +46,12 @@ def render(r: dict) -> list[str]:
         state = "valid" if a["valid"] else f"INVALID: {a.get('error')}"
         fill = f", {a['image_len']} bytes ({a['fill']}% of the slot)" if "fill" in a else ""
         ota = f", ota_state {a['ota_state']}" if "ota_state" in a else ""
-        lines.append(f"{head}: {state}{(', ' + desc) if desc else ''}{fill}{ota}")
+        unbootable = f", UNBOOTABLE: {a['unbootable']}" if "unbootable" in a else ""
+        lines.append(f"{head}: {state}{(', ' + desc) if desc else ''}{fill}{ota}{unbootable}")
     for d in r["data"]:
         lines.append(f"data {d['partition']} ({d['subtype']}) at {_hex(d['offset'])}: {'erased' if d['erased'] else 'has data'}")
+    if "security" in r:
+        lines.append(render_security(r["security"]))
     for m in r["missing"]:
         lines.append(f"missing: {m}")
     boot = r.get("boot")
@@ -57,6 +60,21 @@ def render(r: dict) -> list[str]:
         lines.append(f"boot: {target}" + (f" (version {boot['version']})" if boot.get("version") else ""))
         lines += [f"  {step}" for step in boot["reason"]]
     return lines
+
+
+def render_security(sec: dict) -> str:
+    """One line: Secure Boot, signed updates, flash encryption and the anti-rollback eFuse."""
+    parts = [f"secure boot {sec['secure_boot'] or 'off'}"]
+    if sec["signed_on_update_no_secure_boot"]:
+        parts.append("signed updates (no secure boot)")
+    efuse = sec.get("efuse") or {}
+    digests = [d for d in efuse.get("secure_boot_key_digests", []) if d["digest"]]
+    if digests:
+        parts.append("key digests " + ", ".join(
+            f"{d['index']}:{d['digest'][:16]}...{' (revoked)' if d['revoked'] else ''}" for d in digests))
+    parts.append(f"flash encryption {'on' if sec['flash_encryption'] else 'off'}")
+    parts.append(f"eFuse secure_version {sec['efuse_secure_version']} of {sec['efuse_secure_version_bits']}")
+    return "security: " + ", ".join(parts)
 
 
 @cli.command("info")

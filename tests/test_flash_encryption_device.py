@@ -1,0 +1,158 @@
+"""Flash encryption on the device: the first boot's encryption of a plaintext flash, encrypted OTA
+writes, and boot / info reading through the decryption.
+
+Oracles: ``espsecure decrypt-flash-data`` (esptool 5.6.0) on the bytes the device stored, and the
+encrypted vectors of esptool's test suite (bootloader and app encrypted by espsecure with known keys).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import esp_ota_emu.cli.commands  # noqa: F401
+from esp_ota_emu.cli.main import cli
+from esp_ota_emu.device import Device
+from esp_ota_emu.local_ota import ota_from_file
+from esp_ota_emu.partitions import PartitionTable
+from helpers_flash import SAMPLES, make_flash, sample
+
+ESPSECURE = str(Path(sys.executable).with_name("espsecure"))
+LAYOUT = """\
+nvs, data, nvs, 0x9000, 0x4000,
+otadata, data, ota, 0xd000, 0x2000,
+factory, app, factory, 0x10000, 0x30000,
+ota_0, app, ota_0, 0x40000, 0x30000,
+ota_1, app, ota_1, 0x70000, 0x30000,
+"""
+SEC = "esptool/secure_images"
+
+
+def espsecure_decrypt(tmp_path: Path, data: bytes, key: Path, address: int) -> bytes:
+    src, out = tmp_path / "enc.bin", tmp_path / "dec.bin"
+    src.write_bytes(data)
+    subprocess.run([ESPSECURE, "decrypt-flash-data", "--keyfile", str(key), "--address", hex(address),
+                    "-o", str(out), str(src)], check=True, capture_output=True)
+    return out.read_bytes()
+
+
+@pytest.fixture
+def key(realdata) -> Path:
+    return realdata / SEC / "256bit_key.bin"
+
+
+@pytest.fixture
+def fe_flash(realdata, tmp_path, key):
+    """A plaintext flash (factory v1) whose device then enables flash encryption."""
+    path = make_flash(tmp_path / "f.bin", realdata, LAYOUT, {"factory": sample("v1")}, size=1 << 20)
+    plain = path.read_bytes()
+    with Device.open(path, flash_encryption_key=key, flash_encryption=True) as dev:
+        assert dev.flash_encryption_enabled
+        efuses = dev.efuses
+        assert efuses.flash_crypt_cnt == 1 and efuses.flash_crypt_config == 0xF
+        assert efuses.flash_encryption_key == key.read_bytes()
+    return path, plain
+
+
+def test_enabling_encrypts_bootloader_table_and_apps(fe_flash, key, tmp_path):
+    path, plain = fe_flash
+    stored = path.read_bytes()
+    v1 = sample("v1")
+    app = stored[0x10000 : 0x10000 + len(v1)]
+    assert app != v1
+    assert espsecure_decrypt(tmp_path, app, key, 0x10000) == v1
+    assert espsecure_decrypt(tmp_path, stored[0x8000:0x9000], key, 0x8000) == plain[0x8000:0x9000]
+    assert espsecure_decrypt(tmp_path, stored[0x1000:0x2000], key, 0x1000) == plain[0x1000:0x2000]
+    # the whole factory partition is encrypted (esp_flash_encrypt_region over the partition size);
+    # the empty OTA slots hold no valid app and stay as they were
+    assert espsecure_decrypt(tmp_path, stored[0x3F000:0x40000], key, 0x3F000) == b"\xff" * 0x1000
+    assert stored[0x40000:0xA0000] == plain[0x40000:0xA0000]
+    # otadata is encrypted unconditionally; nvs (not flagged encrypted) stays as it was
+    assert stored[0xD000:0xF000] != plain[0xD000:0xF000]
+    assert stored[0x9000:0xD000] == plain[0x9000:0xD000]
+    # the chip is kept: the bootloader header is ciphertext now
+    side = json.loads(Path(f"{path}.emu.json").read_text())
+    assert side["settings"]["chip"] == "esp32"
+
+
+def test_boot_and_info_read_through_the_decryption(fe_flash):
+    path, _ = fe_flash
+    with Device.open(path) as dev:
+        boot = dev.boot()
+        assert boot.booted.label == "factory" and boot.version == "1.0.0"
+    result = CliRunner().invoke(cli, ["info", str(path), "--json"])
+    report = json.loads(result.output)
+    factory = next(a for a in report["apps"] if a["partition"] == "factory")
+    assert factory["valid"] and factory["version"] == "1.0.0" and factory["project_name"] == "esp-ota-emu-sample"
+    assert report["bootloader"]["checksum_ok"]
+    assert report["security"]["flash_encryption"] is True
+    assert report["security"]["efuse"]["flash_crypt_config"] == 0xF
+    text = CliRunner().invoke(cli, ["info", str(path)]).output
+    assert "flash encryption on" in text
+
+
+def test_ota_writes_ciphertext_that_espsecure_decrypts(fe_flash, key, tmp_path):
+    path, _ = fe_flash
+    v2 = sample("v2")
+    with Device.open(path) as dev:
+        slot = ota_from_file(dev, SAMPLES / "sample_v2.bin")
+        assert slot.label == "ota_0"
+        raw = dev.flash.read(slot.offset, len(v2))
+        assert raw != v2
+        assert dev.io.read(slot, 0, len(v2)) == v2
+        boot = dev.boot()
+        assert boot.booted.label == "ota_0" and boot.version == "2.0.0"
+    assert espsecure_decrypt(tmp_path, raw, key, 0x40000) == v2
+
+
+def test_https_ota_on_an_encrypted_device(fe_flash, key, tmp_path):
+    from esp_ota_emu.testserver import serve_files
+
+    path, _ = fe_flash
+    v3 = sample("v3")
+    with serve_files({"v3.bin": SAMPLES / "sample_v3.bin"}) as srv:
+        result = CliRunner().invoke(cli, ["ota", str(path), "--url", srv.url("v3.bin"), "--cert-pem",
+                                          str(srv.tls.ca_pem), "--reboot", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.splitlines()[-1])["rebooted_into"] == "ota_0"
+    raw = path.read_bytes()[0x40000 : 0x40000 + len(v3)]
+    assert espsecure_decrypt(tmp_path, raw, key, 0x40000) == v3
+
+
+def test_enabling_needs_a_key_and_a_writable_flash(realdata, tmp_path, key):
+    path = make_flash(tmp_path / "k.bin", realdata, LAYOUT, {"factory": sample("v1")}, size=1 << 20)
+    runner = CliRunner()
+    no_key = runner.invoke(cli, ["info", str(path), "--flash-encryption"])
+    assert no_key.exit_code == 3 and "--flash-encryption-key" in no_key.output
+    readonly = runner.invoke(cli, ["info", str(path), "--flash-encryption", "--flash-encryption-key", str(key)])
+    assert readonly.exit_code == 3 and "encrypts the flash" in readonly.output
+    assert "Traceback" not in no_key.output + readonly.output
+
+
+def test_esptool_vectors_bootloader_and_app(realdata, tmp_path):
+    """esptool's vectors: its ESP32 bootloader at 0x1000 with 256bit_key.bin (FLASH_CRYPT_CONFIG 0xF)
+    and its signed hello-world app at 0x20000 with ef-flashencryption-key.bin, as espsecure encrypted them."""
+    sec = realdata / SEC
+    app = (sec / "hello-world-signed.bin").read_bytes()
+    csv = "nvs, data, nvs, 0x9000, 0x4000,\nfactory, app, factory, 0x20000, 0x100000,\n"
+    for boot_key, app_key in ((sec / "256bit_key.bin", None), (None, sec / "ef-flashencryption-key.bin")):
+        path = tmp_path / f"v-{boot_key is None}.bin"
+        from esp_ota_emu.flash import Flash
+
+        with Flash.create(path, 2 << 20) as flash:
+            flash.write_raw(0x1000, (sec / "bootloader.bin").read_bytes())
+            flash.write_raw(0x8000, PartitionTable.from_csv(csv).to_binary())
+            flash.write_raw(0x20000, app)
+        with Device.open(path, flash_encryption_key=boot_key or app_key, flash_encryption=True) as dev:
+            if boot_key:
+                vector = (sec / "bootloader-encrypted.bin").read_bytes()
+                assert dev.flash.read(0x1000, len(vector)) == vector
+            else:
+                vector = (sec / "hello-world-signed-encrypted.bin").read_bytes()
+                assert dev.flash.read(0x20000, len(vector)) == vector
+                assert dev.verify_partition(dev.partitions.find("factory")).ok
