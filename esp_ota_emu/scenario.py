@@ -187,13 +187,11 @@ class ScenarioRunner:
             if "file" in a:
                 ota_from_file(dev, self.scenario.path.parent / a["file"])
             else:
-                from .https_ota.api import https_ota
-
                 options = {k: v for k, v in a.items() if k != "url"}
                 for key in ("cert_pem", "client_cert", "client_key"):
                     if key in options:
                         options[key] = str(self.scenario.path.parent / options[key])
-                https_ota(dev, a["url"], **options)
+                dev.https_ota(a["url"], **options)
         elif step.action in ("reset", "crash"):
             dev.boot()  # a crash before esp_ota_mark_app_valid_cancel_rollback() is a panic reset
         elif step.action in ("power-cycle", "power-cut"):
