@@ -271,11 +271,10 @@ class Device:
         if self._efuses is None:
             if self._chip is None or self._chip.name not in SUPPORTED_CHIPS:
                 return None
-            if self.settings.efuse is not None:
-                self._efuses = Efuses.from_dict(self.settings.efuse)
-                if self._efuses.chip != self._chip.name:
-                    raise InputError(f"the device's eFuses are an {self._efuses.chip}'s, the chip is an {self._chip.name}")
-            else:
+            stored = self.settings.efuse
+            if stored is not None and stored.get("chip") == self._chip.name:
+                self._efuses = Efuses.from_dict(stored)
+            else:  # never burned, or recorded for another chip (--chip changed): a fresh chip's
                 self._efuses = Efuses.default(self._chip.name, self.chip_rev)
         if self._efuses.secure_version != self.settings.efuse_secure_version:
             _set_secure_version(self._efuses, self.settings.efuse_secure_version)

@@ -121,6 +121,7 @@ def ota_cmd(flash, url, cert_pem, crt_bundle, allow_http, skip_cert_common_name_
         "image_length": result.image_length,
         "boot_partition_updated": result.boot_partition_updated,
         "resumed_from": result.resumed_from,
+        "set_boot_error": str(result.set_boot_error) if result.set_boot_error else None,
         "power_on": power_on.booted.label if power_on is not None else None,
         "rebooted_into": result.reboot.booted.label if result.reboot and result.reboot.booted else None,
     }
@@ -132,5 +133,8 @@ def ota_cmd(flash, url, cert_pem, crt_bundle, allow_http, skip_cert_common_name_
     resumed = f", resumed at byte {result.resumed_from}" if result.resumed_from else ""
     switched = "otadata now selects it" if result.boot_partition_updated else "the boot partition was NOT switched"
     click.echo(f"OTA ok: {result.bytes_written} bytes written to {result.partition}{resumed}; {switched}")
+    if result.set_boot_error is not None:
+        click.echo(f"esp_ota_set_boot_partition failed (esp_https_ota_finish logs it and returns ESP_OK): "
+                   f"{result.set_boot_error}")
     if result.reboot is not None:
         click.echo(_boot_line("reboot", result.reboot))

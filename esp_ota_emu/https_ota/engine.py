@@ -54,6 +54,7 @@ class OtaResult:
     resumed_from: int = 0
     power_on: BootResult | None = None
     reboot: BootResult | None = None
+    set_boot_error: EspError | None = None  # logged, not returned, by releases up to v4.4.6
 
 
 class EspHttpsOta:
@@ -79,6 +80,7 @@ class EspHttpsOta:
         self.auth_retries = DEFAULT_MAX_AUTH_RETRIES if retries == 0 else max(retries, 0)
         self.enc_header = config.enc_img_header_size if config.decrypt is not None else 0
         self.resumed_from = 0
+        self.set_boot_error: EspError | None = None  # what esp_ota_set_boot_partition returned in finish
 
     # -- events ---------------------------------------------------------------------------------
     def post(self, name: str, data: int | None = None) -> None:
@@ -439,7 +441,11 @@ class EspHttpsOta:
                 updated = True
                 self.post(ev.UPDATE_BOOT_PARTITION, self.staging.subtype)
             except EspError as err:
-                error = err
+                # Up to v4.4.6 (and v5.0.4, v5.1.2) a shadowed `err` made esp_https_ota_finish log this
+                # error and return ESP_OK: the boot partition silently stays as it was.
+                self.set_boot_error = err
+                if self.dev.settings.idf_release != "v4":
+                    error = err
         self.post(ev.FINISH)
         if error is not None:
             raise error
@@ -464,6 +470,7 @@ def _result(ota: EspHttpsOta, updated: bool) -> OtaResult:
         image_length=ota.image_length,
         boot_partition_updated=updated,
         resumed_from=ota.resumed_from,
+        set_boot_error=ota.set_boot_error,
     )
 
 
