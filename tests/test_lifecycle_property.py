@@ -41,11 +41,12 @@ class DeviceLifecycle(RuleBasedStateMachine):
             self.dev.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    @initialize(layout=st.sampled_from(sorted(LAYOUTS)), rollback=st.booleans(), anti_rollback=st.booleans())
-    def make_device(self, layout, rollback, anti_rollback):
+    @initialize(layout=st.sampled_from(sorted(LAYOUTS)), rollback=st.booleans(), anti_rollback=st.booleans(),
+                release=st.sampled_from(["v4", "v5", "newest"]))
+    def make_device(self, layout, rollback, anti_rollback, release):
         first = "factory" if layout.startswith("factory") else "ota_0"
         path = make_flash(self.tmp / "f.bin", REALDATA, LAYOUTS[layout], {first: sample("v1")}, size=1 << 20)
-        self.dev = Device.open(path, rollback=rollback, anti_rollback=anti_rollback)
+        self.dev = Device.open(path, rollback=rollback, anti_rollback=anti_rollback, idf_release=release)
         self._boot(power_on=True)
 
     # -- what the bootloader can reach -----------------------------------------------------------
