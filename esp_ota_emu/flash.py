@@ -108,6 +108,7 @@ class Flash:
         self.erase_count = array("I", bytes(4 * sectors))
         self.program_count = array("I", bytes(4 * sectors))
         self.op_count = 0
+        self.generation = 0  # changes whenever the stored bytes may have changed (for caches of readers)
         self.hooks: list[Hook] = []
 
     # -- construction -------------------------------------------------------------------------
@@ -200,6 +201,7 @@ class Flash:
         they cut the power.
         """
         first, last = op.addr // SECTOR_SIZE, (op.end - 1) // SECTOR_SIZE
+        self.generation += 1
         if op.kind == "erase":
             self._mm[op.addr : op.end] = b"\xff" * op.length
             for s in range(first, last + 1):
@@ -228,4 +230,5 @@ class Flash:
         Not a NOR operation: used to assemble images and to restore snapshots. Hooks do not see it.
         """
         self._check_range(addr, len(data))
+        self.generation += 1
         self._mm[addr : addr + len(data)] = data
