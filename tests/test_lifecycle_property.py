@@ -162,5 +162,5 @@ class DeviceLifecycle(RuleBasedStateMachine):
 
 TestDeviceLifecycle = DeviceLifecycle.TestCase
 TestDeviceLifecycle.settings = settings(
-    max_examples=60, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=150, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
