@@ -162,9 +162,7 @@ class Device:
         first boot does for the configured security: enable Secure Boot V2, encrypt the flash."""
         before = self.settings.efuse
         if efuse_file is not None:
-            efuses = Efuses.from_qemu_file(self._efuse_chip(), _read_input(efuse_file, "eFuse file"))
-            self.settings.efuse_secure_version = efuses.secure_version
-            self._store_efuses(efuses)
+            self.import_efuses(Efuses.from_qemu_file(self._efuse_chip(), _read_input(efuse_file, "eFuse file")))
         if flash_encryption_key is not None:
             efuses = self._require_efuses()
             key = load_flash_encryption_key(_read_input(flash_encryption_key, "flash encryption key"),
@@ -292,6 +290,13 @@ class Device:
         efuses = self.efuses
         assert efuses is not None
         return efuses
+
+    def import_efuses(self, efuses: Efuses) -> None:
+        """Replace the device's eFuses (a QEMU eFuse file read back, or given with ``--efuse-file``)."""
+        self.settings.efuse_secure_version = efuses.secure_version
+        self._store_efuses(efuses)
+        self.io.crypt = device_crypt(efuses)
+        self._partitions = None
 
     def _store_efuses(self, efuses: Efuses) -> None:
         self._efuses = efuses

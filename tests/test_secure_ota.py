@@ -200,3 +200,34 @@ def test_cli_ota_refusal_says_which_check(flash):
     assert result.exit_code == EXIT_OTA_FAILED
     assert "ESP_ERR_OTA_VALIDATE_FAILED" in result.output and "not trusted" in result.output
     assert "Traceback" not in result.output
+
+
+def test_qemu_efuse_file_round_trip(realdata, tmp_path):
+    """The same device state for QEMU: an eFuse file made by the efuse command is imported with
+    --efuse-file, enforced in OTAs, and the qemu command writes the device's eFuses back byte for byte."""
+    flash = make_flash(tmp_path / "q.bin", realdata, LAYOUT, {"factory": sample("v1_signed")}, size=2 << 20)
+    made = tmp_path / "efuse.bin"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["efuse", "--chip", "esp32", "--burn-key-digest", str(KEY), "--enable-secure-boot",
+                               "--burn-secure-version", "1", "-o", str(made)]).exit_code == 0
+    info = runner.invoke(cli, ["info", str(flash), "--efuse-file", str(made), "--secure-boot", "v2", "--json"])
+    security = json.loads(info.output)["security"]
+    assert security["efuse"]["secure_boot_key_digests"][0]["digest"] == digest(KEY).hex()
+    assert security["efuse_secure_version"] == 1
+    with Device.open(flash) as dev:
+        with pytest.raises(EspError) as err:
+            ota_from_file(dev, SAMPLES / "sample_v2_signed_other_key.bin")
+        assert "not trusted" in err.value.message
+    out = json.loads(runner.invoke(cli, ["qemu", str(flash), "--json"]).output)
+    assert open(out["efuse_file"], "rb").read() == made.read_bytes()
+
+
+def test_secure_boot_key_option_accepts_public_keys(flash, realdata):
+    pub = realdata / "esptool/secure_images/rsa_secure_boot_signing_pubkey.pem"
+    with Device.open(flash, secure_boot_keys=[pub]) as dev:
+        assert dev.efuses.trusted_key_digests() == [digest(pub)]
+    with Device.open(flash, secure_boot_keys=[pub]) as dev:  # the same key again burns nothing
+        assert dev.efuses.trusted_key_digests() == [digest(pub)]
+    with pytest.raises(EspError) as err:  # the ESP32 holds one digest (BLOCK2)
+        Device.open(flash, secure_boot_keys=[KEY])
+    assert err.value.esp_err == "ESP_ERR_INVALID_STATE"

@@ -24,14 +24,20 @@ def _prepare(flash: str, efuse: str | None, open_device) -> tuple[str, Path]:
         chip = dev.chip
         path = Path(efuse) if efuse else Path(f"{flash}.efuse.bin")
         if not (efuse and path.exists()):
-            write_efuse_file(path, chip, chip_rev=dev.chip_rev, secure_version=dev.efuse_secure_version)
+            if dev.efuses is not None:  # the device's whole eFuse state (keys, digests, CRYPT_CNT, ...)
+                path.write_bytes(dev.efuses.to_qemu_file())
+            else:
+                write_efuse_file(path, chip, chip_rev=dev.chip_rev, secure_version=dev.efuse_secure_version)
     return chip.name, path
 
 
 def _after_run(flash: str, efuse_path: Path, chip: str, open_device) -> None:
     """QEMU reset the device and ran its own bootloader: forget which app ran, keep burned eFuses."""
     with open_device(flash) as dev:
-        dev.burn_secure_version(read_efuse_file(efuse_path, chip).secure_version)
+        if dev.efuses is not None:
+            dev.import_efuses(read_efuse_file(efuse_path, chip))
+        else:
+            dev.burn_secure_version(read_efuse_file(efuse_path, chip).secure_version)
         dev.state.running = None
         dev.save()
 
