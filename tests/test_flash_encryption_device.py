@@ -156,3 +156,32 @@ def test_esptool_vectors_bootloader_and_app(realdata, tmp_path):
                 vector = (sec / "hello-world-signed-encrypted.bin").read_bytes()
                 assert dev.flash.read(0x20000, len(vector)) == vector
                 assert dev.verify_partition(dev.partitions.find("factory")).ok
+
+
+@pytest.mark.parametrize("chip, folder, key_name", [
+    ("esp32c3", "ESP32_C3", "256bit_key.bin"),  # XTS-AES-128 (a 256-bit key file)
+    ("esp32s3", "ESP32_S3", "512bit_key.bin"),  # XTS-AES-256 (two key blocks)
+])
+def test_xts_chips_boot_an_encrypted_hello_world(realdata, tmp_path, chip, folder, key_name):
+    """Espressif's hello_world set for a newer chip: encrypted with XTS-AES on enabling, the app
+    region is what ``espsecure decrypt-flash-data --aes-xts`` turns back into the app, and it boots."""
+    from esp_ota_emu.flash import Flash
+
+    src = realdata / "esp-serial-flasher/hello-world_2025-08" / folder
+    key = realdata / SEC / key_name
+    app = (src / "hello_world.bin").read_bytes()
+    path = tmp_path / "x.bin"
+    with Flash.create(path, 4 << 20) as flash:
+        flash.write_raw(0x0, (src / "bootloader.bin").read_bytes())
+        flash.write_raw(0x8000, (src / "partition-table.bin").read_bytes())
+        flash.write_raw(0x10000, app)
+    with Device.open(path, chip_rev=3, flash_encryption_key=key, flash_encryption=True) as dev:
+        assert dev.chip.name == chip and dev.io.crypt.engine.aes_xts
+        boot = dev.boot(power_on=True)
+        assert boot.booted is not None and boot.booted.offset == 0x10000
+        raw = dev.flash.read(0x10000, len(app) & ~0x7F)
+    src_file, out = tmp_path / "enc.bin", tmp_path / "dec.bin"
+    src_file.write_bytes(raw)
+    subprocess.run([ESPSECURE, "decrypt-flash-data", "--aes-xts", "--keyfile", str(key), "--address", "0x10000",
+                    "-o", str(out), str(src_file)], check=True, capture_output=True)
+    assert out.read_bytes() == app[: len(raw)]
