@@ -29,8 +29,10 @@ from .security.keys import load_public_key
 from .security.policy import (
     SECURE_BOOT_VERSIONS,
     device_crypt,
+    enable_secure_boot,
     encrypt_flash_in_place,
     plaintext_image_end,
+    sbv1_verification_key,
     signature_check,
 )
 
@@ -53,7 +55,8 @@ class DeviceSettings:
     skip_validation_always: bool = False
     efuse_secure_version: int = 0  # the anti-rollback eFuse value (number of SECURE_VERSION bits burned)
     efuse: dict | None = None  # the chip's eFuse blocks (Efuses.to_dict()); None: a fresh chip's
-    secure_boot: str | None = None  # None or "v2": bootloader built with CONFIG_SECURE_BOOT_V2_ENABLED
+    secure_boot: str | None = None  # None, "v1" (ESP32 ECDSA signed apps) or "v2" (CONFIG_SECURE_BOOT_V2_ENABLED)
+    signature_verification_key: str | None = None  # Secure Boot V1: the PEM public key built into bootloader and app
     signed_on_update_no_secure_boot: bool = False  # CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT
     factory_reset: bool = False  # CONFIG_BOOTLOADER_FACTORY_RESET
     factory_reset_data: str = "nvs"  # CONFIG_BOOTLOADER_DATA_FACTORY_RESET
@@ -172,14 +175,16 @@ class Device:
             elif efuses.flash_encryption_key != key:
                 raise EspError("ESP_ERR_INVALID_STATE", "a different flash encryption key is already burned in the eFuses")
         for key_file in secure_boot_keys or ():
+            public_key = load_public_key(_read_input(key_file, "secure boot key"))
+            if self.settings.secure_boot == "v1":
+                self.settings.signature_verification_key = sbv1_verification_key(public_key)
+                continue
             efuses = self._require_efuses()
-            digest = sbv2.key_digest(load_public_key(_read_input(key_file, "secure boot key")))
+            digest = sbv2.key_digest(public_key)
             if digest not in [s["digest"] for s in efuses.secure_boot_key_digests()]:
                 efuses.burn_secure_boot_key_digest(digest)
-        if self.settings.secure_boot == "v2":
-            efuses = self._require_efuses()
-            if not efuses.secure_boot_v2_enabled:
-                efuses.enable_secure_boot_v2()
+        if self.settings.secure_boot is not None:
+            enable_secure_boot(self._require_efuses(), self.settings.secure_boot)
         if flash_encryption:
             self._enable_flash_encryption(readonly)
         if self._efuses is None:

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import esp_ota_emu.cli.commands  # noqa: F401
 from esp_ota_emu.cli.main import cli
 from esp_ota_emu.device import Device
-from esp_ota_emu.errors import EXIT_OTA_FAILED, EspError
+from esp_ota_emu.errors import EXIT_OTA_FAILED, EspError, InputError
 from esp_ota_emu.local_ota import ota_from_file, ota_from_stream
 from esp_ota_emu.security import sbv2
 from esp_ota_emu.security.keys import load_public_key
@@ -231,3 +231,51 @@ def test_secure_boot_key_option_accepts_public_keys(flash, realdata):
     with pytest.raises(EspError) as err:  # the ESP32 holds one digest (BLOCK2)
         Device.open(flash, secure_boot_keys=[KEY])
     assert err.value.esp_err == "ESP_ERR_INVALID_STATE"
+
+
+@pytest.fixture
+def v1_signed(realdata, tmp_path):
+    """espsecure sign-data --version 1 (the oracle) of the samples with esptool's ECDSA P-256 test keys."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    espsecure = str(Path(sys.executable).with_name("espsecure"))
+    sec = realdata / "esptool/secure_images"
+
+    def sign(name: str, key: str):
+        out = tmp_path / f"{name}-{key}.v1.bin"
+        subprocess.run([espsecure, "sign-data", "--version", "1", "--keyfile", str(sec / key), "-o", str(out),
+                        str(SAMPLES / f"sample_{name}.bin")], check=True, capture_output=True)
+        return out
+
+    return sign, sec / "ecdsa256_secure_boot_signing_key.pem"
+
+
+def test_secure_boot_v1_signed_apps(realdata, tmp_path, v1_signed):
+    sign, key = v1_signed
+    factory = sign("v1", "ecdsa256_secure_boot_signing_key.pem").read_bytes()
+    flash = make_flash(tmp_path / "v1.bin", realdata, LAYOUT, {"factory": factory}, size=1 << 20)
+    with Device.open(flash, secure_boot="v1", secure_boot_keys=[key]) as dev:
+        assert dev.efuses.secure_boot_v1_enabled
+        assert dev.boot(power_on=True).booted.label == "factory"
+        for path, reason in ((sign("v2", "ecdsa256_secure_boot_signing_key2.pem"), "ECDSA signature verification failed"),
+                             (SAMPLES / "sample_v2.bin", "signature block version is not 0")):
+            with pytest.raises(EspError) as err:
+                ota_from_file(dev, path)
+            assert err.value.esp_err == "ESP_ERR_OTA_VALIDATE_FAILED" and reason in err.value.message
+        ota_from_file(dev, sign("v2", "ecdsa256_secure_boot_signing_key.pem"))
+        assert dev.boot().booted.label == "ota_0"
+        # the bootloader checks too: a foreign-signed image written directly does not boot
+        ota_1 = dev.partitions.find("ota_1")
+        dev.flash.program(ota_1.offset, sign("v3", "ecdsa256_secure_boot_signing_key2.pem").read_bytes())
+        dev.ota._rewrite_ota_data(ota_1)
+        boot = dev.boot()
+        assert boot.booted.label == "ota_0"
+        assert any("ota_1: image invalid" in step and "ECDSA" in step for step in boot.trace)
+
+
+def test_secure_boot_v1_takes_p256_keys_only(flash):
+    with pytest.raises(InputError) as err:
+        Device.open(flash, secure_boot="v1", secure_boot_keys=[KEY])  # an RSA key
+    assert "ECDSA P-256" in str(err.value)

@@ -53,11 +53,12 @@ def device_options(func):
                   help="CONFIG_BOOTLOADER_APP_TEST: a test-app pin is wired (boot --hold-test-pin).")
     @click.option("--efuse-secure-version", default=None, type=int, help="The anti-rollback eFuse value.")
     @click.option("--secure-boot", type=click.Choice(SECURE_BOOT_VERSIONS), default=None,
-                  help="Bootloader and app built with Secure Boot (CONFIG_SECURE_BOOT_V2_ENABLED); enables it in eFuse.")
+                  help="Bootloader and app built with Secure Boot V1 (ESP32 ECDSA-signed apps) or V2; enables it in eFuse.")
     @click.option("--signed-on-update-no-secure-boot/--no-signed-on-update-no-secure-boot", default=None,
                   help="CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT: updates must be signed with the running app's key.")
     @click.option("--secure-boot-key", "secure_boot_keys", multiple=True, type=click.Path(exists=True, dir_okay=False),
-                  help="Burn this signing key's (private or public PEM) Secure Boot V2 digest into eFuse (repeatable).")
+                  help="Burn this key's (private or public PEM) Secure Boot V2 digest into eFuse (repeatable); "
+                       "with --secure-boot v1: the ECDSA P-256 signature verification key.")
     @click.option("--flash-encryption-key", type=click.Path(exists=True, dir_okay=False), default=None,
                   help="Burn this flash encryption key file (espsecure's raw key) into eFuse.")
     @click.option("--flash-encryption", is_flag=True, default=None,

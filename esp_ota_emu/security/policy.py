@@ -4,6 +4,7 @@
   eFuse digests with Secure Boot V2 enabled, else the running app's own block 0 key) during
   esp_ota_end / esp_ota_set_boot_partition, or the bootloader's (``CONFIG_SECURE_BOOT_V2_ENABLED``:
   eFuse digests, or the image's own keys before any digest is burned) when it loads an app.
+  Secure Boot V1 (ESP32): both check the 68-byte ECDSA block with the key built into them.
 * The reason a signature check failed, in the words a user needs (which check, which key).
 * Flash encryption as the device's partition I/O needs it, and the first-boot encryption of a
   plaintext flash that the bootloader performs when flash encryption gets enabled.
@@ -13,10 +14,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from ..errors import EspError, InputError
 from ..flash import SECTOR_SIZE
 from ..image.reader import SECTOR_SIZE as IMAGE_SECTOR, align_up
-from . import sbv2
+from . import sbv1, sbv2
 from .flash_encryption import FlashEncryption
+from .keys import describe_key, load_public_key
 
 if TYPE_CHECKING:
     from ..device import Device
@@ -24,7 +30,7 @@ if TYPE_CHECKING:
     from ..image.reader import EspImage
     from ..partitions import Partition
 
-SECURE_BOOT_VERSIONS = ("v2",)
+SECURE_BOOT_VERSIONS = ("v1", "v2")
 PARTITION_TABLE_SECTOR = SECTOR_SIZE  # encrypt_and_load_partition_table encrypts one sector
 
 
@@ -66,6 +72,42 @@ def explain(check: sbv2.SignatureCheck, trusted: list[bytes] | None) -> str:
     return check.reason
 
 
+def enable_secure_boot(efuses: Efuses, version: str) -> None:
+    """What the bootloader's first boot burns for its Secure Boot version (ABS_DONE_0 for V1, the
+    V2 enable bit for V2); V1 exists on the ESP32 only."""
+    if version == "v1":
+        if efuses.chip != "esp32":
+            raise InputError(f"Secure Boot V1 exists on the ESP32 only, not on the {efuses.chip}")
+        if not efuses.secure_boot_v1_enabled:
+            efuses.burn("ABS_DONE_0", 1)
+    elif not efuses.secure_boot_v2_enabled:
+        efuses.enable_secure_boot_v2()
+
+
+def sbv1_verification_key(public_key) -> str:
+    """The PEM text of a Secure Boot V1 signature verification key (ECDSA P-256 only)."""
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(public_key.curve, ec.SECP256R1):
+        raise InputError(f"Secure Boot V1 verifies with an ECDSA P-256 key, this key is {describe_key(public_key)}")
+    return public_key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def _sbv1_check(dev: Device) -> Callable[[EspImage, memoryview, int], str | None]:
+    """``esp_secure_boot_verify_signature`` of Secure Boot V1 / ECDSA-signed apps: the 68-byte block
+    right after the image, checked with the key built into bootloader and app (same rule for both)."""
+    pem = dev.settings.signature_verification_key
+
+    def check(image, view, offset):
+        if pem is None:
+            return "no signature verification key is configured (give --secure-boot-key with --secure-boot v1)"
+        try:
+            sbv1.verify_image_signature(view[offset:], image.image_len, load_public_key(pem.encode()))
+        except EspError as err:
+            return err.message
+        return None
+
+    return check
+
+
 def _running_image(dev: Device) -> tuple[memoryview, int] | None:
     """The running app's image (decrypted) and its esp_image length, for its signature blocks."""
     running = dev.running
@@ -85,6 +127,8 @@ def signature_check(dev: Device, *, load: bool) -> Callable[[EspImage, memoryvie
     ``load`` is the bootloader loading an app; otherwise the app checks an update.
     """
     settings = dev.settings
+    if settings.secure_boot == "v1":
+        return _sbv1_check(dev)
     efuses = dev.efuses
     if efuses is None:
         return None
