@@ -16,7 +16,7 @@ import esp_ota_emu.cli.commands  # noqa: F401
 from esp_ota_emu.cli.main import cli
 from esp_ota_emu.device import Device
 from esp_ota_emu.errors import EXIT_OTA_FAILED, EspError, InputError
-from esp_ota_emu.local_ota import ota_from_file, ota_from_stream
+from esp_ota_emu.local_ota import ota_from_file
 from esp_ota_emu.security import sbv2
 from esp_ota_emu.security.keys import load_public_key
 from esp_ota_emu.testserver import serve_files
