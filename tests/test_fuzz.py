@@ -252,7 +252,7 @@ def plain_server():
         yield srv
 
 
-@settings(max_examples=max(EXAMPLES // 4, 10), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=max(EXAMPLES // 5, 10), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(edits=mutations(ENC_HEADER_SIZE + 1024, 4, 0))
 def test_mutated_pre_encrypted_ota_never_writes_outside_the_slot(device, plain_server, edits):
     """The sample pre-encrypted OTA (RSA-3072 scheme) with its header or first blocks damaged, through
