@@ -26,15 +26,8 @@ from .partitions import Partition, PartitionTable
 from .security import sbv2
 from .security.flash_encryption import load_flash_encryption_key
 from .security.keys import load_public_key
-from .security.policy import (
-    SECURE_BOOT_VERSIONS,
-    device_crypt,
-    enable_secure_boot,
-    encrypt_flash_in_place,
-    plaintext_image_end,
-    sbv1_verification_key,
-    signature_check,
-)
+from .security.device_encryption import device_crypt, encrypt_flash_in_place, plaintext_image_end
+from .security.policy import SECURE_BOOT_VERSIONS, enable_secure_boot, sbv1_verification_key, signature_check
 
 SIDECAR_SUFFIX = ".emu.json"
 SIDECAR_VERSION = 1

@@ -6,8 +6,7 @@
   eFuse digests, or the image's own keys before any digest is burned) when it loads an app.
   Secure Boot V1 (ESP32): both check the 68-byte ECDSA block with the key built into them.
 * The reason a signature check failed, in the words a user needs (which check, which key).
-* Flash encryption as the device's partition I/O needs it, and the first-boot encryption of a
-  plaintext flash that the bootloader performs when flash encryption gets enabled.
+* What the bootloader's first boot burns to enable the configured Secure Boot version.
 """
 
 from __future__ import annotations
@@ -18,41 +17,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import EspError, InputError
-from ..flash import SECTOR_SIZE
-from ..image.reader import SECTOR_SIZE as IMAGE_SECTOR, align_up
 from . import sbv1, sbv2
-from .flash_encryption import FlashEncryption
 from .keys import describe_key, load_public_key
 
 if TYPE_CHECKING:
     from ..device import Device
     from ..efuse import Efuses
     from ..image.reader import EspImage
-    from ..partitions import Partition
 
 SECURE_BOOT_VERSIONS = ("v1", "v2")
-PARTITION_TABLE_SECTOR = SECTOR_SIZE  # encrypt_and_load_partition_table encrypts one sector
-
-
-class DeviceCrypt:
-    """The flash controller's encryption in the shape :class:`~esp_ota_emu.esp_partition.PartitionIO` uses."""
-
-    def __init__(self, engine: FlashEncryption):
-        self.engine = engine
-
-    def encrypt(self, addr: int, data: bytes) -> bytes:
-        return self.engine.encrypt(data, addr)
-
-    def decrypt(self, addr: int, data: bytes) -> bytes:
-        return self.engine.decrypt(data, addr)
-
-
-def device_crypt(efuses: Efuses | None) -> DeviceCrypt | None:
-    """``esp_flash_encryption_enabled()`` and the key the eFuses hold: the crypt for the device's I/O."""
-    if efuses is None or not efuses.flash_encryption_enabled:
-        return None
-    engine = FlashEncryption.from_efuses(efuses)
-    return DeviceCrypt(engine) if engine is not None else None
 
 
 def explain(check: sbv2.SignatureCheck, trusted: list[bytes] | None) -> str:
@@ -161,62 +134,3 @@ def signature_check(dev: Device, *, load: bool) -> Callable[[EspImage, memoryvie
         return explain(check, trusted)
 
     return on_update
-
-
-def plaintext_image_end(dev: Device, p: Partition) -> int:
-    """How much of an encrypted app partition holds its image and signature sector: the segment
-    headers are walked through decrypting reads, so that only that much needs decrypting."""
-    head = dev.io.read(p, 0, 24)
-    if head[0] != 0xE9:
-        return min(p.size, IMAGE_SECTOR)
-    pos = 24
-    for _ in range(min(head[1], 16)):
-        if pos + 8 > p.size:
-            return p.size
-        seg = dev.io.read(p, pos, 8)
-        pos += 8 + int.from_bytes(seg[4:8], "little")
-        if pos > p.size:
-            return p.size
-    end = align_up(pos + 1, 16) + 32  # checksum padding, then the appended SHA-256
-    return min(p.size, align_up(end, IMAGE_SECTOR) + sbv2.SIG_SECTOR_SIZE)
-
-
-def encrypt_flash_in_place(dev: Device) -> list[str]:
-    """What the bootloader does on the first boot with flash encryption enabled
-    (``esp_flash_encrypt_contents``): encrypt the plaintext bootloader, the partition table and
-    the partitions ESP-IDF encrypts, sector by sector (``esp_flash_encrypt_region``).
-    Returns what it encrypted, for the log."""
-    from ..image import verify_image
-
-    crypt = dev.io.crypt
-    assert crypt is not None
-    flash = dev.flash
-    done = []
-
-    def region(addr: int, length: int, what: str) -> None:
-        length = align_up(length, SECTOR_SIZE)
-        for sec in range(addr, addr + length, SECTOR_SIZE):
-            plain = flash.read(sec, SECTOR_SIZE)
-            flash.erase_range(sec, SECTOR_SIZE)
-            flash.program(sec, crypt.encrypt(sec, plain))
-        done.append(f"{what} at {addr:#x} ({length:#x} bytes)")
-
-    chip = dev.chip
-    table = dev.partitions  # read (plaintext) before the table is encrypted
-    off = dev.settings.partition_table_offset
-    if chip is not None:
-        boot = chip.bootloader_offset
-        result = verify_image(flash.view(), boot, off - boot, chip=chip, is_bootloader=True)
-        if result.ok:
-            region(boot, result.image_len, "bootloader")
-    region(off, PARTITION_TABLE_SECTOR, "partition table")
-    for p in table.entries:
-        if p.end > flash.size:
-            continue
-        if p.is_app:
-            if not verify_image(flash.view(), p.offset, p.size, chip=chip).ok:
-                continue
-        elif not (p.encrypted or (p.type == 0x01 and p.subtype in (0x00, 0x04))):
-            continue
-        region(p.offset, p.size, f"partition '{p.label}'")
-    return done
