@@ -357,7 +357,8 @@ class Device:
         check = signature_check(self, load=load)
         return verify_image(
             view, base, p.size, chip=self._chip, chip_rev=self.chip_rev, load=load,
-            secure_boot=self.settings.secure_boot if check is not None else None,
+            # signed apps without Secure Boot use the V2 signature sector scheme
+            secure_boot=(self.settings.secure_boot or "v2") if check is not None else None,
             signature_check=check,
         )
 

@@ -279,3 +279,10 @@ def test_secure_boot_v1_takes_p256_keys_only(flash):
     with pytest.raises(InputError) as err:
         Device.open(flash, secure_boot="v1", secure_boot_keys=[KEY])  # an RSA key
     assert "ECDSA P-256" in str(err.value)
+
+
+def test_signed_on_update_counts_the_signature_sector(signed_update_device):
+    """With signed updates the verified image length includes the padding and the signature sector."""
+    dev = signed_update_device
+    slot = ota_from_file(dev, SAMPLES / "sample_v2_signed.bin")
+    assert dev.verify_partition(slot).image_len == len(sample("v2_signed"))
