@@ -36,8 +36,10 @@ class PowerCut(Exception):
         self.torn = torn
 
 
-def cut_rng(seed: int, index: int) -> random.Random:
-    """The random source of one cut point: the same (seed, index) always tears the same way."""
+def cut_rng(seed: int | str, index: int) -> random.Random:
+    """The random source of one cut point: the same (seed, index) always tears the same way.
+
+    A cut inside the consequences of another cut (the power-on after it) uses the seed ``"S/k"``."""
     return random.Random(f"esp-ota-emu/{seed}/{index}")
 
 
@@ -140,11 +142,11 @@ class CutInjector:
         self.base = 0
         self.k = 0
         self.torn = False
-        self.seed = 0
+        self.seed: int | str = 0
         self.left: str | None = None  # what the torn operation left behind
         flash.hooks.append(self)
 
-    def arm(self, k: int, *, torn: bool = False, seed: int = 0) -> None:
+    def arm(self, k: int, *, torn: bool = False, seed: int | str = 0) -> None:
         self.base, self.k, self.torn, self.seed = self.flash.op_count, k, torn, seed
         self.left = None
         self.armed = True

@@ -16,7 +16,9 @@ and one update:
    and the invariants are checked: the bootloader boots an app whose image verifies and which is
    the old or the new one; otadata still selects an app; nothing outside the target slot and
    otadata was written; with ``resume``, continuing the interrupted download from the progress the
-   app had saved gives a slot byte-identical to the image. Then the undo log rewinds the flash to
+   app had saved gives a slot byte-identical to the image. When that power-on writes otadata itself
+   (rollback transitions), the power is cut again before and during each of those writes, and the
+   next power-on is checked the same way. Then the undo log rewinds the flash to
    the moment before ``k`` and the scenario goes on to the next cut point, so the scenario runs
    once, not once per cut point, and no flash is ever copied per cut point.
 
@@ -40,7 +42,7 @@ from pathlib import Path
 from .bootloader import BootResult
 from .device import Device, DeviceSettings, DeviceState
 from .errors import EspError, InputError
-from .faults import OpRecorder, UndoLog, cut_rng, tear
+from .faults import CutInjector, OpRecorder, PowerCut, UndoLog, cut_rng, tear
 from .flash import Flash, FlashOp
 from .https_ota.api import https_ota
 from .https_ota.config import IMAGE_HEADER_SIZE
@@ -160,6 +162,7 @@ class CutResult:
     failures: list[str]
     left: str | None = None  # what a torn operation left behind
     resumed: bool | None = None  # with resume: whether the resumed OTA gave a byte-identical slot
+    second_cuts: int = 0  # cuts tried inside the power-on's own flash writes (each again powered on)
 
     @property
     def bricked(self) -> bool:
@@ -205,6 +208,7 @@ class Worker:
         self.flash = Flash.open(path)
         self.undo = UndoLog(self.flash)
         self.flash.hooks.append(self._before_operation)
+        self.second = CutInjector(self.flash)  # cuts inside the power-on after a cut
         self.points: dict[int, list[bool]] = {}
         for p in points:
             self.points.setdefault(p.index, []).append(p.torn)
@@ -270,8 +274,11 @@ class Worker:
     def _power_on(self, k: int, torn: bool, left: str | None, mark: int) -> CutResult:
         # RAM (the device's state) is gone; the eFuses (in the settings) keep what was burned so far.
         settings = copy.deepcopy(self.dev.settings)
+        efuses = copy.deepcopy(settings)  # as they were when the power came back
+        boot_mark = self.undo.mark()
         dev = ScratchDevice(self.flash, settings, DeviceState())
         boot = dev.boot(power_on=True)
+        power_on_ops = self.undo.mark() - boot_mark
         failures: list[str] = []
         outcome = self._check_boot(dev, boot, failures)
         self._check_otadata(dev, failures)
@@ -284,7 +291,35 @@ class Worker:
         result = CutResult(k, torn, self.phase_of(k), outcome, failures, left)
         if self.setup.resume and outcome == "old" and result.phase in ("download", "otadata"):
             result.resumed = self._check_resume(dev, self.log.progress, failures)
+        if power_on_ops and outcome != "bricked":
+            result.second_cuts = self._cut_the_power_on(result, boot_mark, efuses, power_on_ops)
         return result
+
+    def _cut_the_power_on(self, result: CutResult, boot_mark: int, efuses: DeviceSettings, ops: int) -> int:
+        """The power goes again during the bootloader's own writes of that power-on (the rollback
+        transitions, the initial otadata entry): before or during each of them, then the next power-on
+        must still boot a verified old or new app."""
+        tried = 0
+        for j in range(ops):
+            for torn in (False, True):
+                self.undo.restore(boot_mark)
+                settings = copy.deepcopy(efuses)
+                self.second.arm(j, torn=torn, seed=f"{self.setup.seed}/{result.index}")
+                try:
+                    ScratchDevice(self.flash, settings, DeviceState()).boot(power_on=True)
+                except PowerCut:
+                    pass
+                finally:
+                    self.second.disarm()
+                dev = ScratchDevice(self.flash, settings, DeviceState())
+                again: list[str] = []
+                if self._check_boot(dev, dev.boot(power_on=True), again) == "bricked":
+                    result.outcome = "bricked"
+                self._check_otadata(dev, again)
+                where = "during" if torn else "before"
+                result.failures += [f"after a second cut {where} the power-on's flash operation {j}: {f}" for f in again]
+                tried += 1
+        return tried
 
     def _check_boot(self, dev: Device, boot: BootResult, failures: list[str]) -> str:
         booted = boot.booted
@@ -371,6 +406,10 @@ class Report:
             }
         return table
 
+    @property
+    def second_cuts(self) -> int:
+        return sum(r.second_cuts for r in self.results)
+
     def resume_counts(self) -> dict[str, int]:
         tried = [r for r in self.results if r.resumed is not None]
         return {"tried": len(tried), "identical": sum(bool(r.resumed) for r in tried)}
@@ -386,6 +425,7 @@ class Report:
             "replay_checked_against_https": self.replay_checked_against_https,
             "phases": self.by_phase(),
             "resume": self.resume_counts(),
+            "second_cuts": self.second_cuts,
             "failures": [
                 {**asdict(r), "variant": "torn" if r.torn else "cut", "seed": self.seed} for r in self.failed
             ],

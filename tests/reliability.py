@@ -84,6 +84,7 @@ def power_cut_tables(image: bytes) -> tuple[str, bool]:
                 sum(r["old"] for r in outcomes.values()), sum(r["new"] for r in outcomes.values()),
                 report.bricked, len(report.failed),
                 f"{resumed['identical']}/{resumed['tried']}" if resumed["tried"] else "-",
+                report.second_cuts,
                 f"{report.seconds:.1f}",
             ])
             if name != BROKEN:
@@ -93,7 +94,7 @@ def power_cut_tables(image: bytes) -> tuple[str, bool]:
             if name == "v5, rollback on":
                 phases = outcomes
     main = table(["device build", "flash ops", "cut points", "old app", "new app", "bricked", "failed",
-                  "resume identical", "seconds"], rows)
+                  "resume identical", "2nd cuts in power-on", "seconds"], rows)
     per_phase = table(
         ["phase (v5, rollback on)", "flash ops", "cut points", "old app", "new app", "bricked"],
         [[p, phases[p]["operations"], phases[p]["cut_points"], phases[p]["old"], phases[p]["new"], phases[p]["bricked"]]

@@ -86,6 +86,11 @@ def test_rollback_bootloader_writes_and_resume_give_identical_slots(flash, image
     assert phases["confirm"]["new"] == 0 and phases["confirm"]["old"] == phases["confirm"]["cut_points"]
     resume = report.resume_counts()
     assert resume["tried"] > 100 and resume["identical"] == resume["tried"]
+    # cut before the reset's NEW -> PENDING_VERIFY, the power-on writes it itself; cut before the confirmation,
+    # the power-on writes ABORTED: a second cut inside those writes (erase, program) must still leave a bootable app
+    second = {(r.index, r.torn): r for r in report.results if r.second_cuts}
+    assert (c.phase_starts["bootloader"], False) in second and (c.phase_starts["confirm"], False) in second
+    assert all(r.second_cuts == 4 and r.phase in ("bootloader", "confirm") for r in second.values())
 
 
 def test_resume_needs_the_newest_release(flash, image):

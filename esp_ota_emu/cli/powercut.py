@@ -35,6 +35,8 @@ def print_report(report: Report, argv_head: list[str]) -> None:
             f"{phase:<11}{row['operations']:>7}{row['cut_points']:>7}{row['old']:>7}{row['new']:>7}"
             f"{row['bricked']:>9}{row['failed']:>8}"
         )
+    if report.second_cuts:
+        click.echo(f"second cuts inside the power-on's own otadata writes: {report.second_cuts}, each powered on again")
     resume = report.resume_counts()
     if resume["tried"]:
         click.echo(f"resumed OTAs: {resume['identical']} of {resume['tried']} gave a byte-identical slot")
