@@ -185,3 +185,24 @@ def test_xts_chips_boot_an_encrypted_hello_world(realdata, tmp_path, chip, folde
     subprocess.run([ESPSECURE, "decrypt-flash-data", "--aes-xts", "--keyfile", str(key), "--address", "0x10000",
                     "-o", str(out), str(src_file)], check=True, capture_output=True)
     assert out.read_bytes() == app[: len(raw)]
+
+
+def test_all_together_secure_boot_flash_encryption_pre_encrypted_anti_rollback(realdata, tmp_path, key):
+    """Secure Boot V2 + flash encryption + anti-rollback, updated with the signed, pre-encrypted v3:
+    decrypted on download, encrypted into flash, signature checked on the decrypted slot, booted,
+    the eFuse burned when it is confirmed."""
+    from esp_ota_emu.https_ota import api
+    from esp_ota_emu.testserver import serve_files
+
+    path = make_flash(tmp_path / "all.bin", realdata, LAYOUT, {"factory": sample("v1_signed")}, size=1 << 20)
+    with Device.open(path, secure_boot="v2", secure_boot_keys=[SAMPLES / "keys" / "secure_boot_signing_key.pem"],
+                     flash_encryption_key=key, flash_encryption=True, anti_rollback=True, rollback=True) as dev:
+        with serve_files({"v3.enc": SAMPLES / "sample_v3_signed_encrypted.bin"}) as srv:
+            result = api.https_ota(dev, srv.url("v3.enc"), cert_pem=srv.tls.ca_pem,
+                                   decrypt_key=SAMPLES / "keys" / "pre_encryption_key.pem", reboot=True)
+        assert result.reboot.booted.label == "ota_0" and result.reboot.version == "3.0.0"
+        signed = sample("v3_signed")
+        raw = dev.flash.read(0x40000, len(signed))
+        dev.ota.mark_app_valid_cancel_rollback()
+        assert dev.efuse_secure_version == 2
+    assert espsecure_decrypt(tmp_path, raw, key, 0x40000) == signed
