@@ -241,3 +241,22 @@ def test_an_update_that_fails_anyway_is_reported_as_such(flash, tmp_path):
     result = run_cli("powercut", flash, "--image", broken)
     assert result.exit_code == 1
     assert "ESP_ERR_OTA_VALIDATE_FAILED: the update fails even without a power cut" in result.output
+
+
+def test_flash_encryption_device(tmp_path, realdata):
+    """A device with flash encryption on (ESP32 AES, key burned, flash encrypted at first boot) built from
+    a real bootloader and sample_v1: the campaign reads, tears and rewinds ciphertext and still finds
+    every cut point bootable."""
+    from helpers_flash import make_flash, sample
+
+    csv = (REPO / "partitions" / "two_ota_4MB.csv").read_text()
+    flash = make_flash(tmp_path / "fe.bin", realdata, csv, {"ota_0": sample("v1")})
+    key = tmp_path / "fe.key"
+    key.write_bytes(bytes(range(32)))
+    with Device.open(flash, rollback=True, flash_encryption_key=key, flash_encryption=True) as dev:
+        assert dev.flash_encryption_enabled
+        c = Campaign(dev, OtaPlan(sample("v2")), seed=2)
+    with c:
+        report = c.run(c.sample_points(40))
+    assert report.bricked == 0 and report.failed == []
+    assert report.by_phase()["after"]["new"] == 1
