@@ -106,6 +106,7 @@ class Device:
         self.state = state
         self._partitions: PartitionTable | None = None
         self._ota = None
+        self._verified: tuple[tuple, VerifyResult] | None = None  # the last esp_image_verify and its inputs
         self._chip = chip_by_name(settings.chip) if settings.chip else detect_chip(flash)
         self._efuses: Efuses | None = None
         self.io = PartitionIO(flash, device_crypt(self.efuses))
@@ -344,7 +345,18 @@ class Device:
         otherwise as the app checks an update (esp_ota_end / esp_ota_set_boot_partition: the
         signed-on-update rule). ``validate=False``: ESP_IMAGE_LOAD_NO_VALIDATE, which only walks the
         segment headers (checksum, hash, signature and chip are not checked).
+
+        The result is remembered until the flash or the device's settings or running app change, so
+        that esp_ota_end followed by esp_ota_set_boot_partition costs one pass over the image.
         """
+        key = (p.offset, p.size, load, validate, self.flash.generation, self.state.running, repr(self.settings))
+        if self._verified is not None and self._verified[0] == key:
+            return self._verified[1]
+        result = self._verify_partition(p, load=load, validate=validate)
+        self._verified = (key, result)
+        return result
+
+    def _verify_partition(self, p: Partition, *, load: bool, validate: bool) -> VerifyResult:
         if p.end > self.flash.size:
             return VerifyResult("ESP_ERR_INVALID_ARG", f"partition '{p.label}' ends past the end of the flash", None, 0)
         view, base = self.plain_image_region(p)
