@@ -148,10 +148,6 @@ class CutPoint:
     index: int  # operation index from the start of the scenario; == operation count: after the end
     torn: bool
 
-    @property
-    def variant(self) -> str:
-        return "torn" if self.torn else "cut"
-
 
 @dataclass
 class CutResult:
@@ -167,6 +163,10 @@ class CutResult:
     @property
     def bricked(self) -> bool:
         return self.outcome == "bricked"
+
+    @property
+    def variant(self) -> str:
+        return "torn" if self.torn else "cut"
 
 
 @dataclass
@@ -427,7 +427,7 @@ class Report:
             "resume": self.resume_counts(),
             "second_cuts": self.second_cuts,
             "failures": [
-                {**asdict(r), "variant": "torn" if r.torn else "cut", "seed": self.seed} for r in self.failed
+                {**asdict(r), "variant": r.variant, "seed": self.seed} for r in self.failed
             ],
             "cut_points": len(self.results),
             "bricked": self.bricked,

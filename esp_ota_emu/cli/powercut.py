@@ -41,7 +41,7 @@ def print_report(report: Report, argv_head: list[str]) -> None:
     if resume["tried"]:
         click.echo(f"resumed OTAs: {resume['identical']} of {resume['tried']} gave a byte-identical slot")
     for r in report.failed[:SHOWN_FAILURES]:
-        click.echo(f"FAIL op {r.index} ({'torn' if r.torn else 'cut'}, {r.phase}): {'; '.join(r.failures)}")
+        click.echo(f"FAIL op {r.index} ({r.variant}, {r.phase}): {'; '.join(r.failures)}")
         if r.left:
             click.echo(f"  torn: {r.left}")
         click.echo(f"  reproduce: {reproduction(argv_head, report, r.index, r.torn)}")

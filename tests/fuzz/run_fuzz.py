@@ -60,7 +60,7 @@ def torn_write_campaigns(seeds: int) -> bool:
                 bricked += report.bricked
                 failed += len(report.failed)
                 for r in report.failed:
-                    print(f"  FAIL seed {c.seed} op {r.index} ({'torn' if r.torn else 'cut'}, {r.phase}): "
+                    print(f"  FAIL seed {c.seed} op {r.index} ({r.variant}, {r.phase}): "
                           f"{'; '.join(r.failures)}")
             print(f"== torn writes, {name}: {seeds} seeds, {cuts} cut points, bricked {bricked}, failed {failed}",
                   flush=True)
