@@ -172,6 +172,16 @@ def test_cli_url_json_summary(flash, image):
     assert sum(row["cut_points"] for row in summary["phases"].values()) == 30
 
 
+def test_cli_plain_http_needs_allow_http(flash, image):
+    with serve_files({"app.bin": image}, tls=False) as srv:
+        refused = run_cli("powercut", flash, "--url", srv.url("app.bin"), "--at", 3)
+        allowed = run_cli("powercut", flash, "--url", srv.url("app.bin"), "--allow-http", "--at", 3, "--torn", "--json")
+    assert refused.exit_code == 1 and "CONFIG_ESP_HTTPS_OTA_ALLOW_HTTP" in refused.output
+    assert allowed.exit_code == 0, allowed.output
+    summary = json.loads(allowed.output.strip().splitlines()[-1])
+    assert summary["cut_points"] == 1 and summary["replay_checked_against_https"]
+
+
 def overlapping_slots(flash) -> None:
     """Move app1 to 0x80000, over the middle of app0's image (the bootloader does not check overlaps)."""
     data = bytearray(flash.read_bytes())

@@ -56,6 +56,7 @@ def print_report(report: Report, argv_head: list[str]) -> None:
 @click.option("--image", "image_path", type=click.Path(dir_okay=False), default=None,
               help="Take the update from this file instead of a URL.")
 @click.option("--cert-pem", type=click.Path(dir_okay=False), default=None, help="Root CA the server must chain to.")
+@click.option("--allow-http", is_flag=True, help="Allow plain http:// (CONFIG_ESP_HTTPS_OTA_ALLOW_HTTP).")
 @click.option("--bulk-flash-erase", is_flag=True, help="esp_https_ota's bulk_flash_erase (erase the slot at begin).")
 @click.option("--buffer-size", type=int, default=0, help="esp_http_client buffer_size (reads are max(this, 1024)).")
 @click.option("--every", is_flag=True, help="Every cut point: each operation cut cleanly and torn, and the end (the default).")
@@ -67,7 +68,7 @@ def print_report(report: Report, argv_head: list[str]) -> None:
 @click.option("--jobs", type=int, default=None, help="Worker processes (default: all cores).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (the summary) on stdout.")
 @device_options
-def powercut_cmd(flash, url, image_path, cert_pem, bulk_flash_erase, buffer_size, every, samples, at, torn, seed,
+def powercut_cmd(flash, url, image_path, cert_pem, allow_http, bulk_flash_erase, buffer_size, every, samples, at, torn, seed,
                  resume, jobs, as_json, open_device):
     """Cut the power at each flash operation of an OTA, its reset and the app's confirmation; check it still boots.
 
@@ -87,7 +88,8 @@ def powercut_cmd(flash, url, image_path, cert_pem, bulk_flash_erase, buffer_size
         https_ops = None
         if url is not None:
             plan, https_ops = record_https_ota(
-                dev, url, cert_pem=cert_pem, bulk_flash_erase=bulk_flash_erase, buffer_size=buffer_size
+                dev, url, cert_pem=cert_pem, allow_http=allow_http, bulk_flash_erase=bulk_flash_erase,
+                buffer_size=buffer_size,
             )
         else:
             try:
@@ -109,6 +111,7 @@ def powercut_cmd(flash, url, image_path, cert_pem, bulk_flash_erase, buffer_size
     # Device settings persist in the sidecar: the reproduction needs only the update's own options.
     argv_head = ["esp-ota-emu", "powercut", flash, *(["--url", url] if url is not None else ["--image", image_path])]
     argv_head += ["--cert-pem", cert_pem] if cert_pem else []
+    argv_head += ["--allow-http"] if allow_http else []
     argv_head += ["--bulk-flash-erase"] if bulk_flash_erase else []
     argv_head += ["--buffer-size", str(buffer_size)] if buffer_size else []
     argv_head += ["--resume"] if resume else []
