@@ -16,8 +16,7 @@ from ..fleet.lifecycle import FELL_BACK, NO_BOOTABLE, OTA_FAILED
 from ..fleet.timing import parse_bandwidth
 from ..https_ota.api import pem_text
 from .main import cli
-from .ota import _header
-from .options import device_options, echo_json
+from .options import device_options, echo_json, https_ota_options
 
 
 class _Progress:
@@ -62,31 +61,11 @@ def _write_device(dev, out: Path) -> None:
 @click.option("--rtt-ms", type=click.FloatRange(min=0), default=0.0, help="Timing model: link round-trip time.")
 @click.option("--flash-timing", type=click.Choice(["none", *FLASH_TIMINGS]), default="none", show_default=True,
               help="Timing model: SPI flash erase/program times from the datasheet (typical or max).")
-@click.option("--cert-pem", type=click.Path(exists=True, dir_okay=False),
-              help="Root CA certificate (PEM) the server's chain must lead to, as given to the devices.")
-@click.option("--crt-bundle", is_flag=True, help="Verify the server against the default CA bundle.")
-@click.option("--allow-http", is_flag=True, help="Allow plain http:// (CONFIG_ESP_HTTPS_OTA_ALLOW_HTTP).")
-@click.option("--skip-cert-common-name-check", is_flag=True, help="Do not check the server's host name.")
-@click.option("--common-name", help="Check the server certificate against this name instead of the URL's host.")
-@click.option("--client-cert", type=click.Path(exists=True, dir_okay=False), help="Mutual TLS: client certificate (PEM).")
-@click.option("--client-key", type=click.Path(exists=True, dir_okay=False), help="Mutual TLS: client key (PEM).")
-@click.option("--username", help="User for Basic/Digest auth (default: from the URL).")
-@click.option("--password", help="Password for Basic/Digest auth (default: from the URL).")
-@click.option("--timeout-ms", type=click.IntRange(min=1), default=5000, show_default=True, help="Devices' network timeout.")
-@click.option("--header", "headers", multiple=True, help="Extra request header 'Key: Value' (repeatable).")
-@click.option("--user-agent", help="User-Agent (default 'ESP32 HTTP Client/1.0').")
-@click.option("--buffer-size", type=click.IntRange(min=0), default=0,
-              help="esp_http_client rx buffer; the OTA reads max(this, 1024) bytes at a time.")
-@click.option("--partial-download", is_flag=True, help="partial_http_download: HEAD, then Range requests.")
-@click.option("--max-http-request-size", type=click.IntRange(min=1), default=64 * 1024, show_default=True,
-              help="Bytes per Range request with --partial-download.")
-@click.option("--bulk-flash-erase", is_flag=True, help="Erase the image's sectors up front instead of as written.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as one JSON object.")
+@https_ota_options
 @device_options
 def fleet_cmd(template, url, devices, concurrency, ramp, crash_share, seed, report_path, write_device, output,
-              out_dir, bandwidth, rtt_ms, flash_timing, cert_pem, crt_bundle, allow_http, skip_cert_common_name_check,
-              common_name, client_cert, client_key, username, password, timeout_ms, headers, user_agent,
-              buffer_size, partial_download, max_http_request_size, bulk_flash_erase, as_json, open_device):
+              out_dir, bandwidth, rtt_ms, flash_timing, as_json, ota_options, open_device):
     """Roll an update out to many emulated devices cloned from one template flash.
 
     Each device runs the whole path: esp_https_ota, a reset with the bootloader's writes, the new app
@@ -103,14 +82,7 @@ def fleet_cmd(template, url, devices, concurrency, ramp, crash_share, seed, repo
         rtt=rtt_ms / 1000,
         flash=FLASH_TIMINGS.get(flash_timing),
     )
-    ota_options = dict(
-        cert_pem=pem_text(cert_pem), crt_bundle=crt_bundle, allow_http=allow_http,
-        skip_cert_common_name_check=skip_cert_common_name_check, common_name=common_name,
-        client_cert=client_cert, client_key=client_key, username=username, password=password,
-        timeout_ms=timeout_ms, headers=tuple(_header(h) for h in headers), user_agent=user_agent,
-        buffer_size=buffer_size, partial_http_download=partial_download,
-        max_http_request_size=max_http_request_size, bulk_flash_erase=bulk_flash_erase,
-    )
+    ota_options = {**ota_options, "cert_pem": pem_text(ota_options["cert_pem"])}  # read once for every device
     config = FleetConfig(url, devices, concurrency, ramp, crash_share, seed, timing, ota_options)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)

@@ -106,3 +106,59 @@ def echo_json(obj) -> None:
 
 def size_arg(value):
     return None if value is None else parse_size(value)
+
+
+def _header(value: str) -> tuple[str, str]:
+    key, sep, val = value.partition(":")
+    if not sep or not key.strip():
+        raise click.BadParameter(f"{value!r} is not 'Key: Value'", param_hint="--header")
+    return key.strip(), val.strip()
+
+
+_HTTPS_OTA_OPTIONS = (
+    click.option("--cert-pem", type=click.Path(exists=True, dir_okay=False),
+                 help="Root CA certificate (PEM) the server's chain must lead to, as given to the device."),
+    click.option("--crt-bundle", is_flag=True, help="Verify the server against the default CA bundle."),
+    click.option("--allow-http", is_flag=True, help="Allow plain http:// (CONFIG_ESP_HTTPS_OTA_ALLOW_HTTP)."),
+    click.option("--skip-cert-common-name-check", is_flag=True, help="Do not check the server's host name."),
+    click.option("--common-name", help="Check the server certificate against this name instead of the URL's host."),
+    click.option("--client-cert", type=click.Path(exists=True, dir_okay=False),
+                 help="Mutual TLS: client certificate (PEM)."),
+    click.option("--client-key", type=click.Path(exists=True, dir_okay=False), help="Mutual TLS: client key (PEM)."),
+    click.option("--username", help="User for Basic/Digest auth (default: from the URL)."),
+    click.option("--password", help="Password for Basic/Digest auth (default: from the URL)."),
+    click.option("--timeout-ms", type=click.IntRange(min=1), default=5000, show_default=True,
+                 help="Network timeout."),
+    click.option("--header", "headers", multiple=True, help="Extra request header 'Key: Value' (repeatable)."),
+    click.option("--user-agent", help="User-Agent (default 'ESP32 HTTP Client/1.0')."),
+    click.option("--buffer-size", type=click.IntRange(min=0), default=0,
+                 help="esp_http_client rx buffer; the OTA reads max(this, 1024) bytes at a time."),
+    click.option("--partial-download", "partial_http_download", is_flag=True,
+                 help="partial_http_download: HEAD, then Range requests."),
+    click.option("--max-http-request-size", type=click.IntRange(min=1), default=64 * 1024, show_default=True,
+                 help="Bytes per Range request with --partial-download."),
+    click.option("--bulk-flash-erase", is_flag=True, help="Erase the image's sectors up front instead of as written."),
+)
+_HTTPS_OTA_NAMES = (
+    "cert_pem", "crt_bundle", "allow_http", "skip_cert_common_name_check", "common_name", "client_cert",
+    "client_key", "username", "password", "timeout_ms", "headers", "user_agent", "buffer_size",
+    "partial_http_download", "max_http_request_size", "bulk_flash_erase",
+)
+
+
+def https_ota_options(func):
+    """The esp_https_ota_config_t / esp_http_client_config_t fields as options.
+
+    The command receives them as one ``ota_options`` dict of keyword arguments for
+    :func:`esp_ota_emu.https_ota.api.https_ota` (``cert_pem`` is the file's path).
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        ota_options = {name: kwargs.pop(name) for name in _HTTPS_OTA_NAMES}
+        ota_options["headers"] = tuple(_header(h) for h in ota_options["headers"])
+        return func(*args, ota_options=ota_options, **kwargs)
+
+    for option in reversed(_HTTPS_OTA_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
