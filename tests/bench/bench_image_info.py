@@ -14,12 +14,13 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from timing import best_of  # noqa: E402
 from esp_ota_emu.cli.image_info import image_report, open_image_file  # noqa: E402
 from esp_ota_emu.image import parse_image  # noqa: E402
 
@@ -41,14 +42,6 @@ def make_big_app() -> bytes:
     body[image.checksum_offset] = image.checksum_computed
     return bytes(body) + hashlib.sha256(body).digest()
 
-
-def best_of(n, fn):
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main() -> None:

@@ -11,26 +11,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from timing import best_of  # noqa: E402
 from esp_ota_emu.device import Device  # noqa: E402
 from esp_ota_emu.formats.otadata import build_entry  # noqa: E402
 from esp_ota_emu.info import flash_report  # noqa: E402
 
 MERGED = REPO.parent / "shared/realdata/derived/esp32_arduino-idf-v4.4.7_fivef_merged_4MB_with_boot_app0.bin"
 
-
-def best_of(n, fn):
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main() -> None:

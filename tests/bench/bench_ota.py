@@ -16,7 +16,6 @@ import ssl
 import struct
 import sys
 import tempfile
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -24,7 +23,9 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from timing import best_of  # noqa: E402
 from esp_ota_emu.device import Device  # noqa: E402
 from esp_ota_emu.https_ota.api import https_ota  # noqa: E402
 from esp_ota_emu.mkflash import build_flash  # noqa: E402
@@ -81,14 +82,6 @@ def make_flash(folder: Path) -> Path:
         chip="esp32",
     )
 
-
-def best_of(n, fn):
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main() -> None:
