@@ -282,6 +282,10 @@ def _csv_row(
         subtype = DATA_UNDEFINED
     else:
         subtype = _parse_int(fields[2], SUBTYPES.get(ptype, {}))
+    # The binary entry stores type and subtype in one byte each (gen_esp32part fails to pack larger ones).
+    for what, value in (("type", ptype), ("subtype", subtype)):
+        if not 0 <= value <= 0xFF:
+            raise InputError(f"Partition {what} 0x{value:x} does not fit in one byte (0x00-0xff)")
 
     def need(value: int | None, what: str, option: str) -> int:
         if value is None:

@@ -634,3 +634,9 @@ def test_cli_warnings_go_to_stderr(tmp_path):
     r = CliRunner().invoke(cli, ["partitions", str(csv), "--json"])
     assert r.exit_code == 0
     assert "WARNING" in r.stderr and json.loads(r.stdout)["warnings"] == [r.stderr.strip()]
+
+
+@pytest.mark.parametrize("row", ["big, 0x9000, 0x01, , 4K", "big, data, 0x100, , 4K", "neg, -1, 0, , 4K"])
+def test_type_and_subtype_must_fit_one_byte(row):
+    with pytest.raises(InputError, match="one byte"):
+        PartitionTable.from_csv(row + "\n")
