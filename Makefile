@@ -22,7 +22,7 @@ bench: $(STAMP)
 	$(PY) tests/bench/run_all.py
 
 lint: $(STAMP)
-	$(PY) -m compileall -q esp_ota_emu tests
+	$(PY) -m pyflakes esp_ota_emu tests examples firmware_samples/build.py
 
 # The samples' assembler (Debian's binutils-xtensa-lx106). Installed when missing and apt-get is there;
 # a failed install is not an error: only the samples' reproducibility test needs it, and it then skips.

@@ -12,7 +12,6 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-import esp_ota_emu.cli.commands  # noqa: F401
 from esp_ota_emu.cli.main import cli
 from esp_ota_emu.errors import EspError, InputError
 from esp_ota_emu.formats.encrypted_image import HEADER_SIZE, PreEncBinHeader

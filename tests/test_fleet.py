@@ -17,11 +17,10 @@ import statistics
 import pytest
 from click.testing import CliRunner
 
-import esp_ota_emu.cli.commands  # noqa: F401
 from esp_ota_emu.cli.main import cli
 from esp_ota_emu.device import Device, DeviceSettings, DeviceState, sidecar_path
 from esp_ota_emu.errors import EXIT_BAD_INPUT, EXIT_NO_BOOTABLE, EXIT_OTA_FAILED, EXIT_USAGE, InputError
-from esp_ota_emu.flash import SECTOR_SIZE, Flash
+from esp_ota_emu.flash import SECTOR_SIZE
 from esp_ota_emu.fleet import (
     FleetConfig,
     FlashTemplate,

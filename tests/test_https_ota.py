@@ -17,7 +17,6 @@ import zlib
 import pytest
 from click.testing import CliRunner
 
-import esp_ota_emu.cli.commands  # noqa: F401
 from esp_ota_emu.cli.main import cli
 from esp_ota_emu.device import Device
 from esp_ota_emu.errors import EXIT_OTA_FAILED, EspError
@@ -35,10 +34,8 @@ def app(realdata) -> bytes:
 
 
 @pytest.fixture
-def flash(tmp_path, realdata):
-    path = tmp_path / "flash.bin"
-    shutil.copyfile(realdata / "derived/esp32_arduino-idf-v4.4.7_fivef_merged_4MB_with_boot_app0.bin", path)
-    return path
+def flash(merged_flash):
+    return merged_flash
 
 
 def run(flash, url, ca=None, *, idf_release="v5", observed=False, rollback=None, **options):

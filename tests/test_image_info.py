@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import esp_ota_emu.cli.commands  # noqa: F401  (registers the commands)
 from esp_ota_emu.cli.main import cli
 from esp_ota_emu.errors import EXIT_BAD_INPUT, EXIT_INVALID, EXIT_OK
 from esp_ota_emu.formats.app_desc import c_text

@@ -4,29 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import pytest
 from click.testing import CliRunner
 
-import esp_ota_emu.cli.commands  # noqa: F401
 from esp_ota_emu.cli.main import cli
 from esp_ota_emu.device import Device
 from esp_ota_emu.errors import EXIT_BAD_INPUT
 from esp_ota_emu.info import flash_report
-
-MERGED = "derived/esp32_arduino-idf-v4.4.7_fivef_merged_4MB_with_boot_app0.bin"
-
 
 def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture
-def merged(realdata, tmp_path):
-    path = tmp_path / "merged.bin"
-    shutil.copy(realdata / MERGED, path)
-    return path
+def merged(merged_flash):
+    return merged_flash
 
 
 def test_real_merged_flash_boots_app0_with_reason(merged):

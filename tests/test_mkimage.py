@@ -23,7 +23,6 @@ from esptool.util import FatalError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import esp_ota_emu.cli.commands  # noqa: F401  (registers the commands)
 from esp_ota_emu.chips import chip_by_name
 from esp_ota_emu.cli.main import cli
 from esp_ota_emu.errors import EXIT_BAD_INPUT, InputError

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -31,10 +30,8 @@ def image(realdata) -> bytes:
 
 
 @pytest.fixture
-def flash(tmp_path, realdata):
-    path = tmp_path / "flash.bin"
-    shutil.copyfile(realdata / MERGED, path)
-    return path
+def flash(merged_flash):
+    return merged_flash
 
 
 def make_pki(folder: Path) -> dict:

@@ -13,7 +13,6 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import esp_ota_emu.cli.commands  # noqa: F401  (registers the commands)
 from esp_ota_emu.cli.main import cli
 from esp_ota_emu.errors import EXIT_BAD_INPUT, InputError
 from esp_ota_emu.formats.partition_table import (

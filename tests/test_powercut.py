@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import esp_ota_emu.cli.commands  # noqa: F401
 from esp_ota_emu.cli.main import cli
 from esp_ota_emu.device import Device
 from esp_ota_emu.errors import EXIT_NO_BOOTABLE, EspError, InputError
@@ -36,10 +35,8 @@ def image(realdata) -> bytes:
 
 
 @pytest.fixture
-def flash(tmp_path, realdata):
-    path = tmp_path / "flash.bin"
-    shutil.copyfile(realdata / MERGED, path)
-    return path
+def flash(merged_flash):
+    return merged_flash
 
 
 def campaign(flash, image, *, resume=False, seed=0, plan=None, **settings) -> Campaign:

@@ -13,7 +13,6 @@ import pytest
 
 from click.testing import CliRunner
 
-import esp_ota_emu.cli.commands  # noqa: F401  (registers image-info)
 from esp_ota_emu.chips import chip_by_name
 from esp_ota_emu.cli.main import cli
 from esp_ota_emu.formats.app_desc import c_text

@@ -7,7 +7,6 @@ import json
 import pytest
 from click.testing import CliRunner
 
-import esp_ota_emu.cli.commands  # noqa: F401
 from esp_ota_emu.cli.main import cli
 from esp_ota_emu.errors import EXIT_BAD_INPUT, EXIT_INVALID
 from esp_ota_emu.formats.app_desc import APP_DESC_OFFSET, AppDesc, c_text

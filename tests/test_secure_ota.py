@@ -12,7 +12,6 @@ import json
 import pytest
 from click.testing import CliRunner
 
-import esp_ota_emu.cli.commands  # noqa: F401
 from esp_ota_emu.cli.main import cli
 from esp_ota_emu.device import Device
 from esp_ota_emu.errors import EXIT_OTA_FAILED, EspError, InputError

@@ -1,17 +1,28 @@
-"""Imports every command module so that each registers its commands on the ``cli`` group."""
+"""The command modules: importing one registers its commands on the ``cli`` group."""
 
-# One import per command module; keep sorted.
-from . import diff  # noqa: F401
-from . import fleet  # noqa: F401
-from . import image_info  # noqa: F401
-from . import info  # noqa: F401
-from . import lifecycle  # noqa: F401
-from . import mkflash  # noqa: F401
-from . import mkimage  # noqa: F401
-from . import ota  # noqa: F401
-from . import partitions_cmd  # noqa: F401
-from . import powercut  # noqa: F401
-from . import qemu  # noqa: F401
-from . import scenario  # noqa: F401
-from . import security  # noqa: F401
-from . import serve  # noqa: F401
+from __future__ import annotations
+
+import importlib
+
+MODULES = (
+    "diff",
+    "fleet",
+    "image_info",
+    "info",
+    "lifecycle",
+    "mkflash",
+    "mkimage",
+    "ota",
+    "partitions_cmd",
+    "powercut",
+    "qemu",
+    "scenario",
+    "security",
+    "serve",
+)
+
+
+def load_all() -> None:
+    """Import every command module (for ``--help`` and for names that are not a module's)."""
+    for name in MODULES:
+        importlib.import_module(f"{__package__}.{name}")

@@ -9,6 +9,7 @@ import sys
 import click
 
 from .. import __version__
+from . import commands
 from ..errors import EspError, InputError
 
 
@@ -30,15 +31,14 @@ class _Group(click.Group):
         if module.isidentifier() and importlib.util.find_spec(f"{__package__}.{module}") is not None:
             importlib.import_module(f"{__package__}.{module}")
         if name not in self.commands:
-            from . import commands  # noqa: F401
+            commands.load_all()
 
     def get_command(self, ctx, cmd_name):
         self._load(cmd_name)
         return super().get_command(ctx, cmd_name)
 
     def list_commands(self, ctx):
-        from . import commands  # noqa: F401
-
+        commands.load_all()
         return super().list_commands(ctx)
 
     def parse_args(self, ctx, args):
