@@ -2,7 +2,8 @@
 
 Builds a 4 MB ESP32 flash with firmware sample v1 in ota_0, serves sample v2 over HTTPS on
 loopback (``esp-ota-emu serve`` with a CA it generates), runs the OTA against it, and shows
-``info`` before and after: ota_1 is selected, and after a reset the bootloader boots v2.
+``info`` before and after and what changed (``diff``): ota_1 is selected, and after a reset the
+bootloader boots v2.
 Everything is written under ``demo-out/``.
 """
 
@@ -58,6 +59,7 @@ def main() -> None:
         "--size", "4MB",
     )
     show("info", flash)
+    shutil.copyfile(REPO / flash, OUT / "before.bin")
 
     port = free_port()
     serve = ["serve", "firmware_samples/sample_v2.bin", "--port", str(port), "--tls-dir", "demo-out/tls"]
@@ -71,6 +73,7 @@ def main() -> None:
         server.wait()
 
     show("info", flash)
+    show("diff", "demo-out/before.bin", flash, check=False)  # exit 1: the dumps differ
     show("boot", flash)
     print("\nThe flash now holds v1 in ota_0 and v2 in ota_1, otadata selects ota_1, and the device runs v2.")
     print(f"Files: {OUT.relative_to(REPO)}/ (flash.bin, its settings flash.bin.emu.json, the demo CA in tls/)")
