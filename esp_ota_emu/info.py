@@ -32,6 +32,12 @@ def find_partition_tables(dev: Device, limit: int = 4) -> list[int]:
     return found
 
 
+# Keys every ``apps`` entry carries (None where the image has no such field), so tools can rely on them.
+APP_KEYS = dict.fromkeys(
+    ("valid", "checksum_ok", "sha256_ok", "version", "project_name", "secure_version", "idf_ver", "chip")
+)
+
+
 def _image_summary(view: memoryview, offset: int, size: int) -> dict[str, Any]:
     """Parse the image at ``offset`` of ``view`` (the flash as the CPU reads it) and summarise it."""
     try:
@@ -100,7 +106,7 @@ def flash_report(dev: Device) -> dict[str, Any]:
     for p in table.entries:
         if not p.is_app:
             continue
-        entry: dict[str, Any] = {"partition": p.label, "offset": p.offset, "size": p.size}
+        entry: dict[str, Any] = {"partition": p.label, "offset": p.offset, "size": p.size, **APP_KEYS}
         if p.end > dev.flash.size:
             entry.update(valid=False, error="the partition lies beyond the end of the flash")
         elif dev.flash.is_erased(p.offset, min(p.size, 32)):

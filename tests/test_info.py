@@ -41,6 +41,10 @@ def test_real_merged_flash_boots_app0_with_reason(merged):
     assert apps["app0"]["idf_ver"] == "v4.4.7-dirty" and apps["app0"]["project_name"] == "arduino-lib-builder"
     assert apps["app0"]["chip"] == "esp32" and apps["app0"]["secure_version"] == 0
     assert apps["app1"]["valid"] is False and apps["app1"]["empty"]
+    for app in r["apps"]:  # the documented keys are always there, None where the image has no such field
+        assert {"partition", "valid", "checksum_ok", "sha256_ok", "version", "project_name", "secure_version",
+                "idf_ver", "chip"} <= app.keys()
+    assert apps["app1"]["version"] is None
     assert r["boot"]["partition"] == "app0"
     assert "active entry 0 (seq 1) -> slot 0" in r["boot"]["reason"]
     assert r["boot"]["reason"][-1] == "boots app0"
