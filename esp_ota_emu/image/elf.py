@@ -89,10 +89,12 @@ class ElfFile:
     def __init__(self, data: bytes, name: str = "ELF file"):
         self.data = memoryview(data)
         self.name = name
+        if bytes(data[:4]) != b"\x7fELF":
+            raise InputError(f"{name} is not an ELF file: it starts with {bytes(data[:4])!r}, not b'\\x7fELF'")
         try:
             header = Elf32Header.parse(data)
         except ConstructError as err:
-            raise InputError(f"{name} is not an ELF file (bad header: {err})") from None
+            raise InputError(f"{name} is not a 32-bit ELF file ({str(err).splitlines()[-1]})") from None
         if header.machine not in (EM_XTENSA, EM_RISCV):
             raise InputError(f"{name} is not an Xtensa or RISC-V ELF (e_machine {header.machine:#06x})")
         if header.shentsize != Elf32SectionHeader.sizeof():
