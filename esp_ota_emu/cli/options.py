@@ -8,7 +8,6 @@ import json
 import click
 
 from ..device import IDF_RELEASES, Device
-from ..flash import parse_size
 from ..security.policy import SECURE_BOOT_VERSIONS
 
 
@@ -102,10 +101,6 @@ def device_options(func):
 
 def echo_json(obj) -> None:
     click.echo(json.dumps(obj, indent=None, default=str))
-
-
-def size_arg(value):
-    return None if value is None else parse_size(value)
 
 
 def _header(value: str) -> tuple[str, str]:

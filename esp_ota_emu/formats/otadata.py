@@ -50,15 +50,6 @@ def state_name(state: int) -> str | int:
         return state
 
 
-def state_value(name: str | int) -> int:
-    """Parse a state given by name (``PENDING_VERIFY``) or number."""
-    if isinstance(name, int):
-        return name
-    try:
-        return OtaState[name.upper()].value
-    except KeyError:
-        return int(name, 0)
-
 
 def build_entry(seq: int, state: int = OtaState.UNDEFINED, *, seq_label: bytes = b"\xff" * 20, crc: int | None = None) -> bytes:
     """The 32 bytes of an otadata entry (CRC computed unless given)."""

@@ -175,10 +175,6 @@ class HttpClient:
     def delete_header(self, key: str) -> None:
         self._headers.pop(key.lower(), None)
 
-    def get_header(self, key: str) -> str | None:
-        entry = self._headers.get(key.lower())
-        return entry[1] if entry else None
-
     def set_method(self, method: str) -> None:
         self.method = method
 
