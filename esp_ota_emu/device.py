@@ -336,6 +336,21 @@ class Device:
                 self._store_efuses(efuses)
             self.save()
 
+    def revoke_secure_boot_key(self, index: int) -> None:
+        """esp_efuse_set_digest_revoke(): Secure Boot key digest ``index`` is no longer trusted."""
+        efuses = self._require_efuses()
+        efuses.revoke_secure_boot_key(index)
+        self._store_efuses(efuses)
+        self.save()
+
+    def bootloader_region(self) -> Partition | None:
+        """The 2nd-stage bootloader as a partition (newest ESP-IDF's ``bootloader`` type): from the chip's
+        bootloader offset to the partition table."""
+        if self._chip is None:
+            return None
+        offset = self._chip.bootloader_offset
+        return Partition("bootloader", 0x02, 0x00, offset, self.settings.partition_table_offset - offset, 0x1)
+
     # -- images ---------------------------------------------------------------------------------
     def verify_partition(self, p: Partition, *, load: bool = False, validate: bool = True) -> VerifyResult:
         """esp_image_verify() of the image in an app partition, read as the chip reads it (decrypted

@@ -134,7 +134,12 @@ class Flash:
         if not self._mm.closed:
             if not self.readonly:
                 self._mm.flush()
-            self._mm.close()
+            try:
+                self._mm.close()
+            except BufferError:
+                # A view is still alive (e.g. in the traceback of an error being raised): the contents are
+                # flushed; the mapping closes when the last view goes away.
+                return
             self._file.close()
 
     def __enter__(self) -> Flash:

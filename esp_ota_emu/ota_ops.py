@@ -16,6 +16,7 @@ from .flash import SECTOR_SIZE
 from .formats.otadata import OtaState
 from .otadata import OtaData, get_active_otadata, select_otadata
 from .partitions import Partition
+from .security import sbv2
 
 if TYPE_CHECKING:
     from .device import Device
@@ -427,6 +428,42 @@ class OtaOps:
         if not skip_app_erase:
             self.dev.io.erase_range(p, 0, p.size)
         otadata.erase_sector(inactive.sector)
+
+    def revoke_secure_boot_public_key(self, index: int) -> None:
+        """esp_ota_revoke_secure_boot_public_key(): revoke key digest ``index`` once the running app (VALID,
+        with rollback) and the bootloader both verify with another trusted key. Secure Boot V2 on chips
+        that can revoke keys (not the ESP32)."""
+        dev = self.dev
+        if dev.chip is None or dev.chip.name == "esp32":
+            raise EspError("ESP_ERR_NOT_SUPPORTED", "this chip can not revoke Secure Boot keys")
+        if dev.settings.secure_boot != "v2":
+            raise EspError("ESP_FAIL", "Secure boot v2 has not been enabled")
+        if index not in (0, 1, 2):
+            raise EspError("ESP_ERR_INVALID_ARG", f"Invalid index {index} for public key revocation")
+        running = self.get_running_partition()
+        if dev.settings.rollback:
+            try:
+                state = self.get_state_partition(running)
+            except EspError as err:
+                raise EspError("ESP_FAIL", f"esp_ota_get_state_partition returned {err.esp_err}") from None
+            if state != OtaState.VALID:
+                raise EspError("ESP_FAIL", "The current running application is not marked as a valid image")
+        slots = dev.efuses.secure_boot_key_digests()
+        if slots[index]["digest"] is None or slots[index]["revoked"]:
+            return  # "Given public key digest is already revoked"
+        others = [s["digest"] for s in slots if s["index"] != index and s["digest"] is not None and not s["revoked"]]
+        for what, part in (("Application", running), ("Bootloader", dev.bootloader_region())):
+            if not self._signed_by_one_of(part, others):
+                raise EspError("ESP_FAIL", f"{what} cannot be verified with any key other than the one being revoked")
+        dev.revoke_secure_boot_key(index)
+
+    def _signed_by_one_of(self, part: Partition, digests: list[bytes]) -> bool:
+        """esp_secure_boot_verify_with_efuse_digest_index() for any of ``digests``."""
+        image = self.dev.parse_partition_image(part)
+        if image is None:
+            return False
+        view, base = self.dev.plain_image_region(part)
+        return sbv2.verify_image_signatures(view[base : base + part.size], image.image_len, digests).ok
 
     def erase_last_boot_app_partition(self) -> None:
         self._erase_last_boot(skip_app_erase=False)

@@ -107,3 +107,12 @@ def test_sizes_and_qemu_warning():
     assert "QEMU" in qemu_size_warning(32 << 20)
     with pytest.raises(InputError):
         parse_size("four megs")
+
+
+def test_close_with_a_live_view_keeps_the_written_bytes(tmp_path):
+    path = tmp_path / "v.bin"
+    f = Flash.create(path, SECTOR_SIZE)
+    f.program(0, b"ok")
+    view = f.view(0, 2)  # e.g. held by the traceback of an error raised while verifying
+    f.close()
+    assert path.read_bytes()[:2] == b"ok" and bytes(view) == b"ok"

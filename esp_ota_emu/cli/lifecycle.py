@@ -164,3 +164,17 @@ def state_cmd(flash, label, as_json, open_device):
     with _running_device(open_device, flash) as dev:
         state = state_name(dev.ota.get_state_partition(_partition(dev, label)))
     _report(as_json, {"partition": label, "state": state}, [f"{label}: {state}"])
+
+
+@cli.command("revoke-key")
+@FLASH
+@click.argument("index", type=click.IntRange(0, 2))
+@JSON
+@device_options
+def revoke_key_cmd(flash, index, as_json, open_device):
+    """esp_ota_revoke_secure_boot_public_key(INDEX): stop trusting Secure Boot key digest INDEX."""
+    with _running_device(open_device, flash) as dev:
+        dev.ota.revoke_secure_boot_public_key(index)
+        trusted = len(dev.efuses.trusted_key_digests())
+    _report(as_json, {"revoked": index, "trusted_keys": trusted},
+            [f"Secure Boot key digest {index} revoked; {trusted} trusted key(s) left"])
