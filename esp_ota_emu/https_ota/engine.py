@@ -39,7 +39,9 @@ _BLOCK = 64 * 1024  # bytes handled per perform() on the fast path (see EspHttps
 
 def _server_sent(data: bytes) -> str:
     """Plain words for a download that is not an image (what did the server send instead?)."""
-    return "the server sent " + describe_non_image(bytes(data[:64]))
+    return "the server did not send an ESP image: " + describe_non_image(bytes(data[:64])).removeprefix(
+        "not an ESP image: "
+    )
 
 
 @dataclass
