@@ -19,6 +19,15 @@ ROLLBACK_BOOTLOADER = "arduino-esp32/v2.0.5_custom-logging-rollback_via_chegewar
 # IDF v5.2 bootloader, rollback off
 V52_BOOTLOADER = "esptool/images/bootloader_esp32_v5_2.bin"
 MERGED_4MB = "derived/esp32_arduino-idf-v4.4.7_fivef_merged_4MB_with_boot_app0.bin"
+# A 1 MB layout for the samples: factory and two 192 KB OTA slots, otadata at 0xd000.
+SMALL_LAYOUT = """\
+nvs, data, nvs, 0x9000, 0x4000,
+otadata, data, ota, 0xd000, 0x2000,
+factory, app, factory, 0x10000, 0x30000,
+ota_0, app, ota_0, 0x40000, 0x30000,
+ota_1, app, ota_1, 0x70000, 0x30000,
+"""
+SMALL_OTADATA = 0xD000
 
 
 def sample(name: str) -> bytes:

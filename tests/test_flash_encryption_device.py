@@ -19,16 +19,10 @@ from esp_ota_emu.cli.main import cli
 from esp_ota_emu.device import Device
 from esp_ota_emu.local_ota import ota_from_file
 from esp_ota_emu.partitions import PartitionTable
-from helpers_flash import SAMPLES, make_flash, sample
+from helpers_flash import SAMPLES, SMALL_LAYOUT, SMALL_OTADATA, make_flash, sample
 
 ESPSECURE = str(Path(sys.executable).with_name("espsecure"))
-LAYOUT = """\
-nvs, data, nvs, 0x9000, 0x4000,
-otadata, data, ota, 0xd000, 0x2000,
-factory, app, factory, 0x10000, 0x30000,
-ota_0, app, ota_0, 0x40000, 0x30000,
-ota_1, app, ota_1, 0x70000, 0x30000,
-"""
+LAYOUT, OTADATA = SMALL_LAYOUT, SMALL_OTADATA
 SEC = "esptool/secure_images"
 
 

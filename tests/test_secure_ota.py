@@ -19,16 +19,9 @@ from esp_ota_emu.local_ota import ota_from_file
 from esp_ota_emu.security import sbv2
 from esp_ota_emu.security.keys import load_public_key
 from esp_ota_emu.testserver import serve_files
-from helpers_flash import SAMPLES, make_flash, sample
+from helpers_flash import SAMPLES, SMALL_LAYOUT, SMALL_OTADATA, make_flash, sample
 
-LAYOUT = """\
-nvs, data, nvs, 0x9000, 0x4000,
-otadata, data, ota, 0xd000, 0x2000,
-factory, app, factory, 0x10000, 0x30000,
-ota_0, app, ota_0, 0x40000, 0x30000,
-ota_1, app, ota_1, 0x70000, 0x30000,
-"""
-OTADATA = 0xD000
+LAYOUT, OTADATA = SMALL_LAYOUT, SMALL_OTADATA
 KEY = SAMPLES / "keys" / "secure_boot_signing_key.pem"
 OTHER_KEY = SAMPLES / "keys" / "secure_boot_other_key.pem"
 

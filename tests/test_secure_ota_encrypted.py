@@ -18,16 +18,9 @@ from esp_ota_emu.errors import EXIT_OTA_FAILED, EspError
 from esp_ota_emu.formats.encrypted_image import HEADER_SIZE
 from esp_ota_emu.https_ota import api
 from esp_ota_emu.testserver import serve_files
-from helpers_flash import SAMPLES, make_flash, sample
+from helpers_flash import SAMPLES, SMALL_LAYOUT, SMALL_OTADATA, make_flash, sample
 
-LAYOUT = """\
-nvs, data, nvs, 0x9000, 0x4000,
-otadata, data, ota, 0xd000, 0x2000,
-factory, app, factory, 0x10000, 0x30000,
-ota_0, app, ota_0, 0x40000, 0x30000,
-ota_1, app, ota_1, 0x70000, 0x30000,
-"""
-OTADATA = 0xD000
+LAYOUT, OTADATA = SMALL_LAYOUT, SMALL_OTADATA
 RSA_KEY = SAMPLES / "keys" / "pre_encryption_key.pem"
 VECTORS = "idf-extra-components/esp_encrypted_img"
 ECC_DEVICE_KEY = f"{VECTORS}/derived_ecc_device_key_from_test_mocks.pem"
