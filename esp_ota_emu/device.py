@@ -94,9 +94,6 @@ def detect_chip(flash: Flash) -> Chip | None:
     return None
 
 
-DEFAULT_CHIP_REV = {"esp32": 300}
-
-
 class Device:
     """A flash file with its settings; the one object the engines and the CLI work through."""
 
@@ -235,9 +232,11 @@ class Device:
 
     @property
     def chip_rev(self) -> int:
+        """major*100+minor: the setting, else what the chip's eFuses say (a fresh ESP32 is v3.0, as QEMU's)."""
         if self.settings.chip_rev is not None:
             return self.settings.chip_rev
-        return DEFAULT_CHIP_REV.get(self._chip.name if self._chip else "", 0)
+        efuses = self.efuses
+        return efuses.chip_revision if efuses is not None else 0
 
     @property
     def partitions(self) -> PartitionTable:
@@ -272,7 +271,7 @@ class Device:
             if stored is not None and stored.get("chip") == self._chip.name:
                 self._efuses = Efuses.from_dict(stored)
             else:  # never burned, or recorded for another chip (--chip changed): a fresh chip's
-                self._efuses = Efuses.default(self._chip.name, self.chip_rev)
+                self._efuses = Efuses.default(self._chip.name, self.settings.chip_rev)
         if self._efuses.secure_version != self.settings.efuse_secure_version:
             _set_secure_version(self._efuses, self.settings.efuse_secure_version)
         return self._efuses

@@ -215,3 +215,17 @@ def test_cli_efuse_file(sec, tmp_path):
     assert json.loads(res.output)["secure_version"] == 2 and len(out.read_bytes()) == 124
     res = runner.invoke(cli, ["efuse", "--chip", "esp32c3", "--file", str(out)])
     assert res.exit_code == 3 and "1024 bytes" in res.output
+
+
+def test_device_chip_revision_comes_from_its_efuses(tmp_path):
+    """Without --chip-rev the device reports what a fresh chip's eFuses say (ESP32 v3.0, ESP32-C3 v0.3)."""
+    from esp_ota_emu.device import Device
+    from esp_ota_emu.flash import Flash
+
+    Flash.create(tmp_path / "f.bin", 4096).close()
+    with Device.open(tmp_path / "f.bin", chip="esp32c3") as dev:
+        assert dev.chip_rev == 3
+    with Device.open(tmp_path / "f.bin", chip="esp32") as dev:
+        assert dev.chip_rev == 300
+    with Device.open(tmp_path / "f.bin", chip_rev=101) as dev:  # the setting wins
+        assert dev.chip_rev == 101
