@@ -85,11 +85,21 @@ def test_revocation_needs_another_key_for_the_running_app(c3_flash):
         dev.ota.revoke_secure_boot_public_key(1)  # key B is not needed by anything that runs
 
 
-def test_revocation_needs_a_confirmed_app_with_rollback(c3_flash):
+def test_revocation_needs_a_confirmed_app_with_rollback(c3_flash, realdata, tmp_path):
     flash = c3_flash()
+    update = tmp_path / "update.bin"
+    update.write_bytes(signed((realdata / C3 / "hello_world.bin").read_bytes(), KEY_A, KEY_B))
     with Device.open(flash, rollback=True) as dev:
-        # the first boot wrote entry 0 VALID (initial otadata): the app counts as confirmed
-        dev.ota.revoke_secure_boot_public_key(2)  # an empty slot: nothing to revoke, ESP_OK
+        ota_from_file(dev, update)
+        assert dev.boot().booted.label == "ota_1"  # NEW -> PENDING_VERIFY: not confirmed yet
+        with pytest.raises(EspError) as err:
+            dev.ota.revoke_secure_boot_public_key(0)
+        assert err.value.esp_err == "ESP_FAIL" and "not marked as a valid image" in err.value.message
+        assert not dev.efuses.secure_boot_key_digests()[0]["revoked"]
+        dev.ota.mark_app_valid_cancel_rollback()
+        dev.ota.revoke_secure_boot_public_key(0)
+        assert dev.efuses.secure_boot_key_digests()[0]["revoked"]
+        dev.ota.revoke_secure_boot_public_key(2)  # an empty digest slot: nothing to revoke, ESP_OK
 
 
 def test_cli_revoke_key_and_esp32_refusal(c3_flash, tmp_path):
