@@ -70,7 +70,7 @@ def test_spec_minimal_esp32_image_vector():
 
 
 @pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 31, 32, 33, 1000])
-def test_xor_fold_equals_bytewise_xor(size):
+def test_xor_bytes_equals_bytewise_xor(size):
     data = bytes((i * 37 + 11) & 0xFF for i in range(size))
     expected = 0
     for b in data:

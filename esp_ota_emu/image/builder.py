@@ -164,7 +164,7 @@ class _ImageWriter:
             raise InputError(f"segment {name} length {len(data):#x} exceeds the 16 MB limit")
         self.out += SegmentHeader.build(dict(load_addr=addr, data_len=len(data)))
         self.out += data
-        self.checksum ^= xor_bytes(memoryview(data))
+        self.checksum ^= xor_bytes(data)
         self.count += 1
 
 
