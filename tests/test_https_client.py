@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from esp_ota_emu.errors import EspError
@@ -71,6 +73,20 @@ def test_mutual_tls(pki):
     with serve_files({"a.bin": DATA}, tls=_tls(pki, "good"), client_ca=pki / "ca.pem") as srv:
         _connect_error(srv.url("a.bin"), cert_pem=ca)
         assert _open(srv.url("a.bin"), cert_pem=ca, client_cert=pki / "client.pem", client_key=pki / "client.key") == (200, DATA)
+
+
+def test_a_replaced_client_certificate_is_used(pki, tmp_path):
+    """TLS settings are shared between connections, but not past a change of the client certificate file."""
+    ca = (pki / "ca.pem").read_text()
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+    cert.write_bytes((pki / "client.pem").read_bytes())
+    key.write_bytes((pki / "client.key").read_bytes())
+    with serve_files({"a.bin": DATA}, tls=_tls(pki, "good"), client_ca=pki / "ca.pem") as srv:
+        assert _open(srv.url("a.bin"), cert_pem=ca, client_cert=cert, client_key=key) == (200, DATA)
+        make_cert(make_ca("someone else"), (), client=True).write(tmp_path, "client")  # same paths, foreign CA
+        stamp = cert.stat().st_mtime_ns + 10**9
+        os.utime(cert, ns=(stamp, stamp))
+        _connect_error(srv.url("a.bin"), cert_pem=ca, client_cert=cert, client_key=key)
 
 
 def test_request_headers_are_the_devices(pki):

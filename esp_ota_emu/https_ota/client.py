@@ -13,11 +13,14 @@ and TLS 1.2 is the highest version (mbedTLS's default in ESP-IDF).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import re
 import secrets
 import ssl
 from base64 import b64encode
+from pathlib import Path
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import certifi
@@ -103,6 +106,56 @@ class _DigestState:
         return header
 
 
+def _file_key(path: Path | None) -> tuple | None:
+    """A client certificate or key file as a cache key: its path and when it last changed."""
+    if path is None:
+        return None
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return (str(path), None)  # load_cert_chain reports the missing file
+    return (str(path), stat.st_mtime_ns, stat.st_size)
+
+
+def _ssl_context(config: HttpConfig) -> ssl.SSLContext:
+    """The esp-tls settings as an SSLContext, shared by every connection with the same trust settings.
+
+    Building one parses the root certificates (~0.3 ms, more with the CA bundle); a context holds no
+    per-connection state and Python never resumes TLS sessions on its own, so sharing it changes
+    nothing a server could see.
+    """
+    return _cached_ssl_context(
+        config.cert_pem,
+        config.crt_bundle,
+        config.skip_cert_common_name_check,
+        _file_key(config.client_cert),
+        _file_key(config.client_key),
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_ssl_context(
+    cert_pem: str | None, crt_bundle: bool, skip_cn: bool, client_cert: tuple | None, client_key: tuple | None
+) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    if cert_pem:
+        try:
+            context.load_verify_locations(cadata=cert_pem)
+        except ssl.SSLError as err:
+            raise EspError("ESP_ERR_INVALID_ARG", f"cert_pem is not a usable PEM certificate: {err.reason}") from None
+    elif crt_bundle:
+        context.load_verify_locations(cafile=certifi.where())
+    if skip_cn:
+        context.check_hostname = False
+    if client_cert is not None:
+        try:
+            context.load_cert_chain(client_cert[0], client_key[0] if client_key is not None else None)
+        except (OSError, ssl.SSLError) as err:
+            raise EspError("ESP_ERR_INVALID_ARG", f"client certificate/key not usable: {err}") from None
+    return context
+
+
 class HttpClient:
     """One esp_http_client handle: a URL, request headers, and at most one open response."""
 
@@ -128,7 +181,7 @@ class HttpClient:
             self.set_header(key, value)
         seconds = self.timeout_ms / 1000
         self._http = httpx.Client(
-            verify=self._ssl_context(config),
+            verify=_ssl_context(config),
             timeout=httpx.Timeout(seconds),
             follow_redirects=False,
             trust_env=False,
@@ -147,26 +200,6 @@ class HttpClient:
         self.data_process = 0
         self._body_done = False
         self._body_error: str | None = None
-
-    @staticmethod
-    def _ssl_context(config: HttpConfig) -> ssl.SSLContext:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.maximum_version = ssl.TLSVersion.TLSv1_2
-        if config.cert_pem:
-            try:
-                context.load_verify_locations(cadata=config.cert_pem)
-            except ssl.SSLError as err:
-                raise EspError("ESP_ERR_INVALID_ARG", f"cert_pem is not a usable PEM certificate: {err.reason}") from None
-        elif config.crt_bundle:
-            context.load_verify_locations(cafile=certifi.where())
-        if config.skip_cert_common_name_check:
-            context.check_hostname = False
-        if config.client_cert is not None:
-            try:
-                context.load_cert_chain(config.client_cert, config.client_key)
-            except (OSError, ssl.SSLError) as err:
-                raise EspError("ESP_ERR_INVALID_ARG", f"client certificate/key not usable: {err}") from None
-        return context
 
     # -- request state -----------------------------------------------------------------------------
     def set_header(self, key: str, value: str) -> None:
