@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import best_of  # noqa: E402
+from timing import fastest  # noqa: E402
 from esp_ota_emu.cli.image_info import image_report, open_image_file  # noqa: E402
 from esp_ota_emu.image import parse_image  # noqa: E402
 
@@ -65,7 +65,7 @@ def main() -> None:
             assert out.count("(valid)") == 2, out
 
         esptool_cli()  # the oracle accepts the image
-        e, i, c = best_of(3, esptool_cli), best_of(5, ours_in_process), best_of(3, ours_cli)
+        e, i, c = fastest(5, esptool_cli, ours_in_process, ours_cli)
         size = path.stat().st_size
         print(f"esptool image-info (CLI), {size} bytes       {e * 1000:8.1f} ms   baseline")
         print(f"esp-ota-emu image-info (CLI)                 {c * 1000:8.1f} ms   ratio {c / e:5.2f}x esptool")

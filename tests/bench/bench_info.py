@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import best_of  # noqa: E402
+from timing import fastest  # noqa: E402
 from esp_ota_emu.device import Device  # noqa: E402
 from esp_ota_emu.formats.otadata import build_entry  # noqa: E402
 from esp_ota_emu.info import flash_report  # noqa: E402
@@ -47,7 +47,7 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "esp_ota_emu", "info", str(flash)],
                            check=True, stdout=subprocess.DEVNULL)
 
-        b, i, c = best_of(5, baseline), best_of(5, info), best_of(3, info_cli)
+        b, i, c = fastest(5, baseline, info, info_cli)
         print(f"baseline: read + SHA-256 of the 16 MB file   {b * 1000:8.1f} ms")
         print(f"info (in process), 16 MB flash            {i * 1000:8.1f} ms   ratio {i / b:5.2f}x baseline")
         print(f"esp-ota-emu info (CLI, incl. start-up)     {c * 1000:8.1f} ms   ratio {c / b:5.2f}x baseline")

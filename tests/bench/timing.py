@@ -6,11 +6,16 @@ import time
 from typing import Callable
 
 
-def best_of(n: int, fn: Callable[[], object]) -> float:
-    """The fastest of ``n`` runs of ``fn``, in seconds (the least disturbed by the rest of the machine)."""
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def fastest(rounds: int, *fns: Callable[[], object]) -> list[float]:
+    """The fastest run of each of ``fns``, in seconds, over ``rounds`` rounds.
+
+    Each round runs every function once, in turn, so that a measurement and its baseline see the same
+    moments of a shared, noisy machine; the minimum is the run least disturbed by the rest of it.
+    """
+    best = [float("inf")] * len(fns)
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
