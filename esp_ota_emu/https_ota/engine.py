@@ -34,7 +34,7 @@ EMULATOR_REDIRECT_LIMIT = 50
 
 _APP_DESC_OFFSET = 24 + 8  # esp_image_header_t + esp_image_segment_header_t
 _APP_DESC_MAGIC = 0xABCD5432
-_BLOCK = 64 * 1024  # bytes handled per perform() on the fast path (see EspHttpsOta._read_block)
+_BLOCK = 256 * 1024  # bytes handled per perform() on the fast path (see EspHttpsOta._read_block)
 
 
 def _server_sent(data: bytes) -> str:
@@ -331,7 +331,7 @@ class EspHttpsOta:
     def _read_block(self) -> bytes:
         """The next read(s) of the body: one ``buffer_size`` read as ESP-IDF does, or, when nothing
         observes single flash operations (no flash hooks) and no decrypt stage needs each read, up to
-        64 KiB of consecutive reads at once (the fast path; reads fill the buffer except at the end of
+        256 KiB of consecutive reads at once (the fast path; reads fill the buffer except at the end of
         the body, so the split into ESP-IDF's reads is known)."""
         assert self.client is not None
         step = self.buffer_size
