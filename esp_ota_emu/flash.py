@@ -114,6 +114,7 @@ class Flash:
         self.op_count = 0
         self.generation = 0  # changes whenever the stored bytes may have changed (for caches of readers)
         self.hooks: list[Hook] = []
+        self._array = None  # see _cells
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -138,6 +139,7 @@ class Flash:
         if not self._mm.closed:
             # No msync: the mapping is shared, so the page cache (what every reader of the file sees)
             # already holds the writes; forcing them to the disk here would cost more than the OTA.
+            self._array = None
             try:
                 self._mm.close()
             except BufferError:
@@ -207,31 +209,39 @@ class Flash:
         """Carry out an operation on the stored bytes and count it, bypassing hooks.
 
         Hooks use this to leave a torn operation behind (for example a prefix of a program) before
-        they cut the power.
+        they cut the power. Both operations run in place on the mapped file, in one pass.
         """
         first, last = op.addr // SECTOR_SIZE, (op.end - 1) // SECTOR_SIZE
         self.generation += 1
+        cells = self._cells()[op.addr : op.end]
         if op.kind == "erase":
-            self._mm[op.addr : op.end] = b"\xff" * op.length
-            for s in range(first, last + 1):
-                self.erase_count[s] += 1
-            return
-        assert op.data is not None
-        old = self._mm[op.addr : op.end]
-        if _all_erased(old):
-            new = op.data
+            cells.fill(0xFF)
+            counts = self.erase_count
         else:
-            o, d = int.from_bytes(old, "little"), int.from_bytes(op.data, "little")
-            if self.strict and o & d != d:
-                bad = next(i for i in range(op.length) if old[i] & op.data[i] != op.data[i])
-                raise FlashError(
-                    f"programming unerased flash at 0x{op.addr + bad:x}: "
-                    f"0x{old[bad]:02x} cannot become 0x{op.data[bad]:02x} without an erase"
-                )
-            new = (o & d).to_bytes(op.length, "little")
-        self._mm[op.addr : op.end] = new
+            assert op.data is not None
+            import numpy
+
+            data = numpy.frombuffer(op.data, dtype=numpy.uint8)
+            if self.strict:
+                bad = numpy.flatnonzero(cells & data != data)
+                if bad.size:
+                    at = int(bad[0])
+                    raise FlashError(
+                        f"programming unerased flash at 0x{op.addr + at:x}: "
+                        f"0x{cells[at]:02x} cannot become 0x{data[at]:02x} without an erase"
+                    )
+            numpy.bitwise_and(cells, data, out=cells)
+            counts = self.program_count
         for s in range(first, last + 1):
-            self.program_count[s] += 1
+            counts[s] += 1
+
+    def _cells(self):
+        """The mapped bytes as a writable numpy array (made at the first write; numpy is imported then)."""
+        if self._array is None:
+            import numpy
+
+            self._array = numpy.frombuffer(self._mm, dtype=numpy.uint8)
+        return self._array
 
     def write_raw(self, addr: int, data: bytes) -> None:
         """Put bytes into the flash file as a flash programmer (esptool write-flash) would.
