@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import binascii
 import codecs
+import functools
 import hashlib
 import os
 import re
@@ -384,8 +385,17 @@ class PartitionTable:
 
     @classmethod
     def _read_bootloader(cls, data, chip_size: int | None, offset: int) -> PartitionTable:
-        """esp_partition_table_verify(), then the entries bootloader_utility_load_partition_table() walks."""
-        buf = _as_table_sector(data, TABLE_MAX_LEN)
+        """esp_partition_table_verify(), then the entries bootloader_utility_load_partition_table() walks.
+
+        Every device opened on the same table bytes gets the same (immutable) entries: the parse is
+        remembered, which matters to fleets and power-cut campaigns that open thousands of devices.
+        """
+        table = cls._parse_bootloader(_as_table_sector(data, TABLE_MAX_LEN), chip_size, offset)
+        return cls(list(table.entries), table.md5, table.offset)
+
+    @staticmethod
+    @functools.lru_cache(maxsize=64)
+    def _parse_bootloader(buf: bytes, chip_size: int | None, offset: int) -> PartitionTable:
         md5_found = False
         for i in range(TABLE_MAX_ENTRIES):
             row = _row(buf, i)
@@ -409,7 +419,7 @@ class PartitionTable:
                 # an MD5 row in the middle hides the last entry.
                 rows = [_row(buf, j) for j in range(i - md5_found)]
                 entries = [Partition.from_entry(r) for r in rows if RowHead.parse(r).magic == ENTRY_MAGIC]
-                return cls(entries, "ok" if md5_found else "missing", offset)
+                return PartitionTable(entries, "ok" if md5_found else "missing", offset)
             else:
                 raise PartitionTableInvalid(
                     "ESP_ERR_INVALID_STATE", f"partition {i} invalid magic number 0x{head.magic:x}"
