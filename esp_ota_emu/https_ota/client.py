@@ -192,8 +192,7 @@ class HttpClient:
         self._skip_cn = config.skip_cert_common_name_check
         self._response: httpx.Response | None = None
         self._stream = None
-        self._pending = b""
-        self._pending_pos = 0
+        self._pending = b""  # body bytes received but not yet read
         self.status_code = -1
         self.content_length = -1
         self.is_chunked = False
@@ -270,7 +269,7 @@ class HttpClient:
         self.data_process = 0
         self._body_done = self.method == "HEAD"
         self._body_error = None
-        self._pending, self._pending_pos = b"", 0
+        self._pending = b""
         self._stream = None if self._body_done else response.iter_raw()
 
     @property
@@ -287,49 +286,49 @@ class HttpClient:
         match = re.search(r"/(\d+)\s*$", value)
         return int(match.group(1)) if match else -1
 
-    def _next_chunk(self) -> bool:
-        """Pull the next piece of body from the transport; False once the body has ended or failed."""
-        if self._stream is None or self._body_done:
-            return False
+    def read(self, length: int) -> bytes:
+        """``esp_http_client_read``: up to ``length`` bytes, fewer only when the body ends or breaks.
+
+        Returns ``b""`` at the end of the body (complete or not: ask :meth:`is_complete_data_received`).
+        The transport's pieces are joined once; a piece that runs past ``length`` keeps its tail for
+        the next read.
+        """
+        pending = self._pending
+        if len(pending) >= length:
+            data, self._pending = pending[:length], pending[length:]
+        else:
+            pieces, got = ([pending] if pending else []), len(pending)
+            self._pending = b""
+            if self._stream is not None and not self._body_done:
+                got = self._pull(pieces, got, length)
+            if got > length:
+                last = pieces[-1]
+                cut = len(last) - (got - length)
+                pieces[-1], self._pending = last[:cut], last[cut:]
+            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        self.data_process += len(data)
+        return data
+
+    def _pull(self, pieces: list, got: int, length: int) -> int:
+        """Append transport pieces to ``pieces`` until ``length`` bytes are there or the body ends."""
+        stream = self._stream
         try:
-            chunk = next(self._stream)
+            while got < length:
+                chunk = next(stream)
+                pieces.append(chunk)
+                got += len(chunk)
         except StopIteration:
             self._body_done = True
-            return False
         except httpx.ReadTimeout:
             raise EspError(
                 "ESP_ERR_HTTP_EAGAIN",
-                f"no data from the server for {self.timeout_ms} ms after {self.data_process} bytes "
+                f"no data from the server for {self.timeout_ms} ms after {self.data_process + got} bytes "
                 "(a device keeps retrying a stalled read; the emulator stops here)",
             ) from None
         except httpx.TransportError as err:
             self._body_done = True
             self._body_error = _describe(err)
-            return False
-        self._pending, self._pending_pos = chunk, 0
-        return True
-
-    def read(self, length: int) -> bytes:
-        """``esp_http_client_read``: up to ``length`` bytes, fewer only when the body ends or breaks.
-
-        Returns ``b""`` at the end of the body (complete or not: ask :meth:`is_complete_data_received`).
-        """
-        pieces: list[bytes] = []
-        need = length
-        while need:
-            available = len(self._pending) - self._pending_pos
-            if available == 0:
-                if not self._next_chunk():
-                    break
-                continue
-            take = min(need, available)
-            start = self._pending_pos
-            pieces.append(self._pending[start : start + take])
-            self._pending_pos += take
-            need -= take
-        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        self.data_process += len(data)
-        return data
+        return got
 
     def discard_body(self) -> None:
         """Read and drop the rest of the body (esp_https_ota drains redirect and 401 bodies)."""
