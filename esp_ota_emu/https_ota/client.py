@@ -270,7 +270,9 @@ class HttpClient:
         self._body_done = self.method == "HEAD"
         self._body_error = None
         self._pending = b""
-        self._stream = None if self._body_done else response.iter_raw()
+        # The transport's byte stream itself, not iter_raw(): that wrapper's per-piece bookkeeping
+        # (request context, re-chunking, counters) is unused here and costs ~5% of a fast download.
+        self._stream = None if self._body_done else iter(response.stream)
 
     @property
     def location(self) -> str | None:
