@@ -117,7 +117,7 @@ def _file_key(path: Path | None) -> tuple | None:
     return (str(path), stat.st_mtime_ns, stat.st_size)
 
 
-def _ssl_context(config: HttpConfig) -> ssl.SSLContext:
+def ssl_context(config: HttpConfig) -> ssl.SSLContext:
     """The esp-tls settings as an SSLContext, shared by every connection with the same trust settings.
 
     Building one parses the root certificates (~0.3 ms, more with the CA bundle); a context holds no
@@ -181,7 +181,7 @@ class HttpClient:
             self.set_header(key, value)
         seconds = self.timeout_ms / 1000
         self._http = httpx.Client(
-            verify=_ssl_context(config),
+            verify=ssl_context(config),
             timeout=httpx.Timeout(seconds),
             follow_redirects=False,
             trust_env=False,

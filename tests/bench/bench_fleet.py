@@ -35,7 +35,7 @@ from bench_ota import APP, MERGED, grow_image  # noqa: E402
 from esp_ota_emu.device import DeviceSettings, DeviceState  # noqa: E402
 from esp_ota_emu.fleet import FleetConfig, FlashTemplate, run_fleet  # noqa: E402
 from esp_ota_emu.fleet.runner import rss_anon  # noqa: E402
-from esp_ota_emu.https_ota.client import HttpClient  # noqa: E402
+from esp_ota_emu.https_ota.client import ssl_context  # noqa: E402
 from esp_ota_emu.https_ota.config import HttpConfig  # noqa: E402
 
 IMAGE_SIZE = 1 << 20
@@ -73,7 +73,7 @@ def baseline(url: str, ca: str, count: int) -> tuple[float, int]:
 
     def download():
         # the TLS setup a device gets (root CA, TLS 1.2), then a streaming download thrown away
-        context = HttpClient._ssl_context(HttpConfig(url=url, cert_pem=ca))
+        context = ssl_context(HttpConfig(url=url, cert_pem=ca))
         with httpx.Client(verify=context, timeout=60) as client, client.stream("GET", url) as response:
             for _ in response.iter_raw():
                 pass
