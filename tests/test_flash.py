@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, note, settings
+from hypothesis import strategies as st
 
 from esp_ota_emu.errors import InputError
 from esp_ota_emu.flash import SECTOR_SIZE, Flash, FlashError, parse_size, qemu_size_warning
@@ -116,3 +118,47 @@ def test_close_with_a_live_view_keeps_the_written_bytes(tmp_path):
     view = f.view(0, 2)  # e.g. held by the traceback of an error raised while verifying
     f.close()
     assert path.read_bytes()[:2] == b"ok" and bytes(view) == b"ok"
+
+
+SMALL = 4 * SECTOR_SIZE  # small, so that random operations overlap often
+
+
+def _random_operations(rng, count: int):
+    """Erases of whole sectors, programs and raw writes at any offset, of random bytes or of runs of one
+    value (runs make AND and copy differ visibly)."""
+    for _ in range(count):
+        kind = rng.choice(("erase", "program", "raw"))
+        if kind == "erase":
+            first = rng.randrange(4)
+            yield kind, first * SECTOR_SIZE, rng.randrange(1, 5 - first) * SECTOR_SIZE
+        else:
+            where, n = rng.randrange(SMALL), rng.randrange(1, 2 * SECTOR_SIZE)
+            data = rng.randbytes(n) if rng.random() < 0.3 else bytes([rng.randrange(256)]) * n
+            yield kind, where, data[: SMALL - where]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.randoms(use_true_random=False), st.booleans())
+def test_every_sequence_of_operations_matches_a_plain_nor_model(tmp_path_factory, rng, strict):
+    """Erase sets 0xFF, program ANDs, write_raw overwrites: checked after every operation against a
+    bytearray doing exactly that, in both the lenient and the strict mode."""
+    path = tmp_path_factory.mktemp("nor") / "f.bin"
+    model = bytearray(b"\xff" * SMALL)
+    with Flash.create(path, SMALL, strict=strict) as flash:
+        for kind, where, what in _random_operations(rng, 12):
+            note(f"{kind} 0x{where:x} {what if kind == 'erase' else (len(what), what[:4].hex())}")
+            if kind == "erase":
+                flash.erase_range(where, what)
+                model[where : where + what] = b"\xff" * what
+            elif kind == "program":
+                old = model[where : where + len(what)]
+                if strict and any(o & d != d for o, d in zip(old, what)):
+                    with pytest.raises(FlashError, match="unerased"):
+                        flash.program(where, what)
+                    continue
+                flash.program(where, what)
+                model[where : where + len(what)] = bytes(o & d for o, d in zip(old, what))
+            else:
+                flash.write_raw(where, what)
+                model[where : where + len(what)] = what
+            assert flash.read(0, SMALL) == bytes(model)
