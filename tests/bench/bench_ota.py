@@ -96,7 +96,7 @@ def main() -> None:
                     result = https_ota(dev, srv.url(name), cert_pem=ca)
                 assert result.boot_partition_updated and result.bytes_written == len(images[name])
 
-            b, o = fastest(15, download, ota)
+            b, o = fastest(25, download, ota)
             peaks = {}
             for name in ("1MB", "4MB"):
                 tracemalloc.start()
