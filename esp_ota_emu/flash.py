@@ -5,10 +5,15 @@ Reproduces what an ESP32's SPI NOR flash does to the bytes that ESP-IDF's ``esp_
 (``old AND new``), reads see exactly what is stored. Every erase and program goes through
 :meth:`Flash._execute`, the one place that hooks (counters, power-cut injection, undo logs, recorders)
 observe and may interrupt.
+
+A running SHA-256 (:meth:`Flash.follow_sha256`) lets a writer hash a range while its bytes are fresh;
+any erase or program inside what it has hashed drops it, so :meth:`Flash.sha256` is always the
+digest of the bytes stored now.
 """
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import os
 from array import array
@@ -19,6 +24,7 @@ from typing import Callable, Literal
 from .errors import InputError
 
 SECTOR_SIZE = 0x1000
+SHA256_STEP = 64 * 1024  # the running SHA-256 takes stored bytes in pieces of at least this size
 QEMU_FLASH_SIZES = (2 << 20, 4 << 20, 8 << 20, 16 << 20)
 
 
@@ -42,6 +48,15 @@ class FlashOp:
 
 
 Hook = Callable[[FlashOp], None]
+
+
+@dataclass
+class _RunningSha256:
+    """The SHA-256 of the stored bytes ``[start, end)``."""
+
+    start: int
+    end: int
+    sha: "hashlib._Hash"
 
 
 def _all_erased(data: bytes) -> bool:
@@ -115,6 +130,7 @@ class Flash:
         self.generation = 0  # changes whenever the stored bytes may have changed (for caches of readers)
         self.hooks: list[Hook] = []
         self._array = None  # see _cells
+        self._running_sha: _RunningSha256 | None = None
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -177,6 +193,45 @@ class Flash:
         self._check_range(addr, length)
         return _all_erased(self._mm[addr : addr + length])
 
+    def sha256(self, addr: int, length: int) -> bytes:
+        """SHA-256 of ``length`` stored bytes at ``addr``; a running SHA-256 that started at ``addr``
+        and has not gone past the range is continued (a copy of it) instead of hashing from scratch."""
+        self._check_range(addr, length)
+        run = self._running_sha
+        if run is not None and run.start == addr and run.end <= addr + length:
+            sha, start = run.sha.copy(), run.end
+        else:
+            sha, start = hashlib.sha256(), addr
+        self._hash_into(sha, start, addr + length)
+        return sha.digest()
+
+    def follow_sha256(self, addr: int) -> None:
+        """Start a running SHA-256 of the stored bytes from ``addr`` on (replacing any other one).
+
+        The OTA advances it behind its writes (:meth:`advance_sha256`), so that esp_ota_end's SHA-256
+        of the new image mostly reads bytes hashed while they were fresh, between network reads.
+        """
+        self._running_sha = _RunningSha256(addr, addr, hashlib.sha256())
+
+    def advance_sha256(self, addr: int, upto: int) -> None:
+        """Hash the stored bytes up to ``upto`` into the running SHA-256 that started at ``addr``, if
+        there is one (in pieces of at least 64 KiB)."""
+        run = self._running_sha
+        if run is not None and run.start == addr and upto - run.end >= SHA256_STEP:
+            self._check_range(run.end, upto - run.end)
+            self._hash_into(run.sha, run.end, upto)
+            run.end = upto
+
+    def _hash_into(self, sha, start: int, end: int) -> None:
+        with memoryview(self._mm)[start:end] as stored:
+            sha.update(stored)
+
+    def _drop_running_sha(self, addr: int, end: int) -> None:
+        """Bytes in ``[addr, end)`` change: a running SHA-256 that has hashed any of them is dropped."""
+        run = self._running_sha
+        if run is not None and addr < run.end and end > run.start:
+            self._running_sha = None
+
     # -- writing: every change goes through _execute -------------------------------------------
     def erase_range(self, addr: int, length: int) -> None:
         """Erase whole sectors (``esp_flash_erase_region``): both ends must be 4 KiB aligned."""
@@ -213,6 +268,7 @@ class Flash:
         """
         first, last = op.addr // SECTOR_SIZE, (op.end - 1) // SECTOR_SIZE
         self.generation += 1
+        self._drop_running_sha(op.addr, op.end)
         cells = self._cells()[op.addr : op.end]
         if op.kind == "erase":
             cells.fill(0xFF)
@@ -250,4 +306,5 @@ class Flash:
         """
         self._check_range(addr, len(data))
         self.generation += 1
+        self._drop_running_sha(addr, addr + len(data))
         self._mm[addr : addr + len(data)] = data

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from unittest import mock
+
 import pytest
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
@@ -137,6 +140,20 @@ def _random_operations(rng, count: int):
             yield kind, where, data[: SMALL - where]
 
 
+def _apply(flash: Flash, model: bytearray, kind: str, where: int, what) -> None:
+    """One operation on the flash and on the plain model (erase sets 0xFF, program ANDs, raw overwrites)."""
+    if kind == "erase":
+        flash.erase_range(where, what)
+        model[where : where + what] = b"\xff" * what
+    elif kind == "program":
+        old = model[where : where + len(what)]
+        flash.program(where, what)
+        model[where : where + len(what)] = bytes(o & d for o, d in zip(old, what))
+    else:
+        flash.write_raw(where, what)
+        model[where : where + len(what)] = what
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.randoms(use_true_random=False), st.booleans())
 def test_every_sequence_of_operations_matches_a_plain_nor_model(tmp_path_factory, rng, strict):
@@ -147,18 +164,35 @@ def test_every_sequence_of_operations_matches_a_plain_nor_model(tmp_path_factory
     with Flash.create(path, SMALL, strict=strict) as flash:
         for kind, where, what in _random_operations(rng, 12):
             note(f"{kind} 0x{where:x} {what if kind == 'erase' else (len(what), what[:4].hex())}")
-            if kind == "erase":
-                flash.erase_range(where, what)
-                model[where : where + what] = b"\xff" * what
-            elif kind == "program":
+            if kind == "program" and strict:
                 old = model[where : where + len(what)]
-                if strict and any(o & d != d for o, d in zip(old, what)):
+                if any(o & d != d for o, d in zip(old, what)):
                     with pytest.raises(FlashError, match="unerased"):
                         flash.program(where, what)
                     continue
-                flash.program(where, what)
-                model[where : where + len(what)] = bytes(o & d for o, d in zip(old, what))
-            else:
-                flash.write_raw(where, what)
-                model[where : where + len(what)] = what
+            _apply(flash, model, kind, where, what)
             assert flash.read(0, SMALL) == bytes(model)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_sha256_is_the_digest_of_the_stored_bytes_with_a_running_hash_in_between(tmp_path_factory, rng):
+    """A running SHA-256 is started and advanced between random operations (pieces of any size here);
+    every ``sha256`` answer, from its start (where the running hash is continued) or from anywhere
+    else, equals hashlib over a plain model of the stored bytes: an operation on bytes it has taken
+    must never leave it behind."""
+    path = tmp_path_factory.mktemp("sha") / "f.bin"
+    model = bytearray(b"\xff" * SMALL)
+    start = 0
+    with mock.patch("esp_ota_emu.flash.SHA256_STEP", 1), Flash.create(path, SMALL) as flash:
+        for kind, where, what in _random_operations(rng, 12):
+            if rng.random() < 0.3:
+                start = rng.randrange(SMALL)
+                flash.follow_sha256(start)
+            flash.advance_sha256(start, rng.randrange(start, SMALL + 1))
+            note(f"running from 0x{start:x}; {kind} 0x{where:x}")
+            _apply(flash, model, kind, where, what)
+            length = rng.randrange(SMALL - start + 1)
+            assert flash.sha256(start, length) == hashlib.sha256(model[start : start + length]).digest()
+            other = rng.randrange(SMALL)
+            assert flash.sha256(other, SMALL - other) == hashlib.sha256(model[other:]).digest()
