@@ -374,9 +374,11 @@ class Device:
         if p.end > self.flash.size:
             return VerifyResult("ESP_ERR_INVALID_ARG", f"partition '{p.label}' ends past the end of the flash", None, 0)
         view, base = self.plain_image_region(p)
+        # the image's SHA-256 from the flash itself (and the OTA's running hash) unless it was decrypted
+        sha256 = None if self.io.encrypted(p) else self.flash.sha256
         if not validate:
             try:
-                image = parse_image(view, base, p.size, layout="esp32")
+                image = parse_image(view, base, p.size, layout="esp32", sha256=sha256)
             except InputError as err:
                 return VerifyResult("ESP_ERR_IMAGE_INVALID", str(err), None, 0)
             return VerifyResult("ESP_OK", "segment headers readable (not validated)", image, image.image_len)
@@ -385,7 +387,7 @@ class Device:
             view, base, p.size, chip=self._chip, chip_rev=self.chip_rev, load=load,
             # signed apps without Secure Boot use the V2 signature sector scheme
             secure_boot=(self.settings.secure_boot or "v2") if check is not None else None,
-            signature_check=check,
+            signature_check=check, sha256=sha256,
         )
 
     def plain_image_region(self, p: Partition) -> tuple[memoryview, int]:

@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 OTA_SIZE_UNKNOWN = 0xFFFFFFFF
 OTA_WITH_SEQUENTIAL_WRITES = 0xFFFFFFFE
 
+# The slot's running SHA-256 (see OtaOps._follow_sha256) stays this far behind the bytes written, so that it never
+# takes in what esp_image_verify leaves out of the image's hash: the appended digest itself, a Secure
+# Boot signature sector, or anything a server sends after the image.
+_SHA256_LAG = 64 * 1024
+
 
 @dataclass
 class OtaHandle:
@@ -192,7 +197,17 @@ class OtaOps:
             resumption=True,
         )
         self._handles[h.handle] = h
+        if image_offset >= 24:
+            self._follow_sha256(partition, self.dev.io.read(partition, 0, 24))
         return h.handle
+
+    def _follow_sha256(self, partition: Partition, header: bytes) -> None:
+        """Not ESP-IDF's: when the image header says a SHA-256 is appended (byte 23), hash the slot while
+        it is written, so that esp_ota_end's esp_image_verify finds most of that work done (the flash
+        drops the running hash if anything rewrites bytes it took). With flash encryption the verify
+        hashes a decrypted copy instead."""
+        if len(header) >= 24 and header[23] == 1 and not self.dev.io.encrypted(partition):
+            self.dev.flash.follow_sha256(partition.offset)
 
     def write(self, handle: int, data: bytes | memoryview) -> None:
         """esp_ota_write(): sequential erase of the sectors touched, magic check, 16-byte FE caching."""
@@ -217,6 +232,8 @@ class OtaOps:
                 f"OTA image has invalid magic byte (expected 0xE9, saw 0x{data[0]:02x})",
             )
         data = bytes(data)
+        if it.wrote_size == 0 and not it.partial:
+            self._follow_sha256(part, data)
         if self.dev.flash_encryption_enabled:
             if it.partial:
                 take = min(16 - len(it.partial), len(data))
@@ -235,6 +252,7 @@ class OtaOps:
         if data:
             self.dev.io.write(part, it.wrote_size, data)
         it.wrote_size += len(data)
+        self.dev.flash.advance_sha256(part.offset, part.offset + it.wrote_size - _SHA256_LAG)
 
     def end(self, handle: int) -> None:
         """esp_ota_end(): flush the FE cache, then verify the whole image in the slot."""

@@ -12,7 +12,7 @@ from esp_ota_emu.device import Device
 from esp_ota_emu.errors import EspError
 from esp_ota_emu.formats.otadata import OtaState
 from esp_ota_emu.ota_ops import OTA_SIZE_UNKNOWN, OTA_WITH_SEQUENTIAL_WRITES
-from helpers_flash import entry, make_flash, sample
+from helpers_flash import entry, make_flash, real_app, sample
 
 LAYOUT = """nvs, data, nvs, 0x9000, 0x4000,
 otadata, data, ota, 0xd000, 0x2000,
@@ -102,6 +102,39 @@ def test_write_checks_the_magic_and_end_verifies(dev_factory):
     with pytest.raises(EspError) as err:
         ota.write(h, b"\xe9")
     assert err.value.esp_err == "ESP_ERR_INVALID_ARG"
+
+
+BIG_SLOTS = """nvs, data, nvs, 0x9000, 0x4000,
+otadata, data, ota, 0xd000, 0x2000,
+factory, app, factory, 0x10000, 0x30000,
+ota_0, app, ota_0, 0x40000, 0x100000,
+ota_1, app, ota_1, 0x140000, 0x100000,
+"""
+
+
+@pytest.mark.parametrize("changed_at", [None, 0x20, 0x1234, 0x80000])
+def test_end_sees_bytes_changed_after_the_slot_was_written(realdata, tmp_path, changed_at):
+    """The emulator hashes the slot while esp_ota_write fills it, so that esp_ota_end need not read the
+    whole image again; bytes changed afterwards anywhere in the image must still fail its SHA-256, as a
+    device re-reading the flash in esp_image_verify would find. Two bytes lose the same bit, so the
+    XOR checksum still matches and only the hash can tell."""
+    image = real_app(realdata)  # 849 KB with its SHA-256 appended
+    path = make_flash(tmp_path / "f.bin", realdata, BIG_SLOTS, {"factory": sample("v1")})
+    with Device.open(path) as dev:
+        dev.boot(power_on=True)
+        slot = dev.partitions.find("ota_0")
+        h = dev.ota.begin(slot, OTA_WITH_SEQUENTIAL_WRITES)
+        for i in range(0, len(image), 4096):
+            dev.ota.write(h, image[i : i + 4096])
+        if changed_at is None:
+            dev.ota.end(h)
+            return
+        for at in [changed_at + i for i in range(256) if image[changed_at + i] & 1][:2]:
+            dev.flash.program(slot.offset + at, bytes([image[at] & 0xFE]))
+        with pytest.raises(EspError) as err:
+            dev.ota.end(h)
+    assert err.value.esp_err == "ESP_ERR_OTA_VALIDATE_FAILED"
+    assert "Image hash failed" in str(err.value)
 
 
 def test_v4_size_zero_write_looks_up_the_handle(dev_factory):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from construct import Container
 
@@ -35,6 +35,10 @@ from ..formats.image import (
 
 SECTOR_SIZE = 0x1000
 ESP8266_V2_MAGIC = 0xEA
+
+# ``sha256(start, length)``: the SHA-256 of ``length`` bytes at ``start`` of the buffer being read (a
+# flash offers one that reuses what it hashed while the bytes were written).
+Sha256Of = Callable[[int, int], bytes]
 
 
 @dataclass(frozen=True)
@@ -198,11 +202,14 @@ def _has_extended_header(view: memoryview, offset: int, end: int) -> bool:
     return find_chip_by_id(int.from_bytes(view[offset + 12 : offset + 14], "little")) is not None
 
 
-def parse_image(buf, offset: int = 0, limit: int | None = None, *, layout: str = "auto") -> EspImage:
+def parse_image(
+    buf, offset: int = 0, limit: int | None = None, *, layout: str = "auto", sha256: Sha256Of | None = None
+) -> EspImage:
     """Parse the image at ``offset`` of ``buf`` (reading at most ``limit`` bytes).
 
     ``layout``: "esp32" (24-byte header, what ESP-IDF always reads), "esp8266" (8-byte header) or
-    "auto" (esptool's guess). Raises InputError for anything that cannot be read as an image.
+    "auto" (esptool's guess). ``sha256`` computes the appended hash's digest over ``buf`` (default:
+    hashlib over the buffer). Raises InputError for anything that cannot be read as an image.
     """
     view = as_view(buf)
     end = len(view) if limit is None else min(len(view), offset + limit)
@@ -234,7 +241,10 @@ def parse_image(buf, offset: int = 0, limit: int | None = None, *, layout: str =
     if not esp8266 and header.hash_appended:
         need(end, checksum_offset + 1, HASH_LEN, "the appended SHA-256")
         hash_stored = bytes(view[checksum_offset + 1 : checksum_offset + 1 + HASH_LEN])
-        hash_computed = hashlib.sha256(view[offset : checksum_offset + 1]).digest()
+        if sha256 is None:
+            hash_computed = hashlib.sha256(view[offset : checksum_offset + 1]).digest()
+        else:
+            hash_computed = sha256(offset, checksum_offset + 1 - offset)
     image_len = checksum_offset + 1 - offset + (HASH_LEN if hash_stored is not None else 0)
 
     first_len = segments[0].length if segments else 0

@@ -24,6 +24,7 @@ from ..formats.image import (
 from .reader import (
     SECTOR_SIZE,
     EspImage,
+    Sha256Of,
     align_up,
     as_view,
     iter_segment_headers,
@@ -138,6 +139,7 @@ def verify_image(
     efuse_blk_rev: int | None = None,
     disable_wafer_version_major: bool = False,
     signature_check: SignatureCheck | None = None,
+    sha256: Sha256Of | None = None,
 ) -> VerifyResult:
     """Reproduce ``esp_image_verify(ESP_IMAGE_VERIFY, part, &data)`` on ``buf[offset:offset+region_size]``.
 
@@ -151,6 +153,7 @@ def verify_image(
     * ``mmu_page_size``: CONFIG_MMU_PAGE_SIZE of the verifier; None takes the image's app descriptor or
       the largest size the image is laid out for.
     * ``efuse_blk_rev``: the chip's eFuse block revision; None skips that check.
+    * ``sha256``: how to hash bytes of ``buf`` for the appended SHA-256 (see :func:`parse_image`).
     """
     view = as_view(buf)
     try:
@@ -158,7 +161,7 @@ def verify_image(
             chip = chip_by_name(chip)
         image = _verify(
             view, offset, region_size, chip, chip_rev, is_bootloader, secure_boot, load,
-            mmu_page_size, efuse_blk_rev, disable_wafer_version_major, signature_check,
+            mmu_page_size, efuse_blk_rev, disable_wafer_version_major, signature_check, sha256,
         )
     except _Fail as fail:
         return VerifyResult(fail.esp_err, fail.reason, None, 0)
@@ -172,7 +175,7 @@ def verify_image(
 
 def _verify(
     view, offset, region_size, chip, chip_rev, is_bootloader, secure_boot, load,
-    mmu_page_size, efuse_blk_rev, disable_wafer_version_major, signature_check,
+    mmu_page_size, efuse_blk_rev, disable_wafer_version_major, signature_check, sha256,
 ) -> EspImage:
     if region_size > SIXTEEN_MB:
         raise _Fail("ESP_ERR_INVALID_ARG", f"partition size 0x{region_size:x} invalid, larger than 16MB")
@@ -205,7 +208,7 @@ def _verify(
             last_end = pos + SEGMENT_HEADER_SIZE + data_len
         if last_end > 0xFFFFFFFF:
             raise _Fail("ESP_ERR_IMAGE_INVALID", "image offset has wrapped")
-        image = parse_image(view, offset, layout="esp32")
+        image = parse_image(view, offset, layout="esp32", sha256=sha256)
     except InputError as err:
         raise _Fail("ESP_ERR_IMAGE_INVALID", str(err)) from None
 
