@@ -6,16 +6,22 @@ import time
 from typing import Callable
 
 
-def fastest(rounds: int, *fns: Callable[[], object]) -> list[float]:
-    """The fastest run of each of ``fns``, in seconds, over ``rounds`` rounds.
+def interleaved(rounds: int, *fns: Callable[[], object]) -> list[list[float]]:
+    """Every run time of each of ``fns``, in seconds, over ``rounds`` rounds.
 
     Each round runs every function once, in turn, so that a measurement and its baseline see the same
-    moments of a shared, noisy machine; the minimum is the run least disturbed by the rest of it.
+    moments of a shared, noisy machine.
     """
-    best = [float("inf")] * len(fns)
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(rounds):
         for i, fn in enumerate(fns):
             start = time.perf_counter()
             fn()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
+            times[i].append(time.perf_counter() - start)
+    return times
+
+
+def fastest(rounds: int, *fns: Callable[[], object]) -> list[float]:
+    """The fastest run of each of ``fns`` over ``rounds`` interleaved rounds: the run least disturbed by
+    the rest of the machine."""
+    return [min(runs) for runs in interleaved(rounds, *fns)]
