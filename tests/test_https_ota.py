@@ -174,7 +174,18 @@ def test_image_shorter_than_header_is_refused(flash, app):
     with serve_files({"app.bin": app[:1000]}) as srv:
         err, events = run(flash, srv.url("app.bin"), srv.tls.ca_pem)
     assert err.esp_err == "ESP_FAIL" and "at least 1024 bytes" in err.message and "sent 1000" in err.message
+    assert "ESP image" not in err.message  # it starts like one: nothing more to say
     assert events[-1] == ("ESP_HTTPS_OTA_ABORT", None)
+
+
+def test_short_html_page_says_what_arrived(flash):
+    """A small error page served with 200 never reaches the chip id check: it is shorter than the
+    1024 header bytes esp_https_ota reads first, and the message still says what it was."""
+    page = b"<html><body><h1>404 Not Found</h1></body></html>\n"
+    with serve_files({"app.bin": page}) as srv:
+        err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem)
+    assert err.esp_err == "ESP_FAIL" and f"sent {len(page)};" in err.message
+    assert "first byte 0x3c '<'" in err.message and "HTML page" in err.message
 
 
 def test_image_larger_than_slot(flash, app):

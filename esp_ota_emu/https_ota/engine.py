@@ -254,7 +254,8 @@ class EspHttpsOta:
             raise EspError(
                 "ESP_FAIL",
                 f"complete headers were not received: the image must be at least {IMAGE_HEADER_SIZE} bytes, "
-                f"the server sent {len(data)}" + (f" ({client.body_error})" if client.body_error else ""),
+                f"the server sent {len(data)}" + (f" ({client.body_error})" if client.body_error else "")
+                + (f"; {_server_sent(data)}" if data[:1] != b"\xe9" else ""),
             )
         self.binary_file_len = len(data)
         return data
