@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pty
 import shutil
 import struct
 import subprocess
@@ -477,6 +479,46 @@ def test_cli_text_output_and_default_command(flash, app):
     ]
     bad = CliRunner().invoke(cli, ["ota", str(flash), "--url", "https://127.0.0.1:1/x", "--header", "no-colon"])
     assert bad.exit_code == 2
+
+
+def test_progress_between_perform_calls(flash, app):
+    """on_progress gets esp_https_ota_get_image_len_read / get_image_size after every perform that
+    returned IN_PROGRESS: growing, the announced size throughout, and the whole image last."""
+    calls = []
+    with serve_files({"app.bin": app}) as srv:
+        result, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, on_progress=lambda n, size: calls.append((n, size)))
+    assert result.boot_partition_updated
+    written = [n for n, _ in calls]
+    assert written == sorted(written) and written[0] == 1024 and calls[-1] == (len(app), len(app))
+    assert {size for _, size in calls} == {len(app)}
+
+
+def test_cli_progress_bar_on_a_terminal(flash, app):
+    """With standard error on a terminal (a pseudo-terminal here), the command draws a bar that ends
+    at 100% of the image; piped, it prints nothing of the kind."""
+    master, slave = pty.openpty()
+    with serve_files({"app.bin": app}) as srv:
+        proc = subprocess.run(
+            [sys.executable, "-m", "esp_ota_emu", str(flash), "--url", srv.url("app.bin"),
+             "--cert-pem", str(srv.tls.ca_pem)],
+            stdout=subprocess.PIPE, stderr=slave, timeout=60,
+        )
+    os.close(slave)
+    screen = b""
+    while True:
+        try:
+            piece = os.read(master, 65536)
+        except OSError:  # the terminal is closed and drained
+            break
+        if not piece:
+            break
+        screen += piece
+    os.close(master)
+    assert proc.returncode == 0
+    last = screen.decode().replace("\r\n", "\n").split("\r")[-1].strip()
+    size = f"{len(app) / 1e6:.2f}"
+    assert last.startswith("[" + "#" * 30 + "] 100%  " + f"{size} of {size} MB"), last
+    assert b"MB/s" not in proc.stdout
 
 
 def test_https_without_any_trust_anchor_is_refused(flash, app):

@@ -14,24 +14,32 @@ from .options import device_options, echo_json, https_ota_options
 
 
 class _Progress:
-    """A one-line progress display on a terminal: bytes written and the rate."""
+    """A one-line progress bar on a terminal: how much of the image is written, and the rate."""
 
-    def __init__(self):
-        self.start = time.monotonic()
-        self.last = 0.0
+    WIDTH = 30
 
-    def __call__(self, name: str, data) -> None:
-        if name != "ESP_HTTPS_OTA_WRITE_FLASH":
-            return
-        now = time.monotonic()
-        if now - self.last < 0.1:
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.start = clock()
+        self.last = None
+
+    def __call__(self, written: int, size: int) -> None:
+        now = self.clock()
+        if self.last is not None and now - self.last < 0.1 and written != size:
             return
         self.last = now
-        rate = data / max(now - self.start, 1e-6)
-        click.echo(f"\rwriting: {data / 1e6:8.2f} MB  {rate / 1e6:7.2f} MB/s", nl=False, err=True)
+        rate = written / max(now - self.start, 1e-6) / 1e6
+        if size > 0:
+            filled = min(self.WIDTH, written * self.WIDTH // size)
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            percent = min(100, written * 100 // size)
+            line = f"[{bar}] {percent:3d}%  {written / 1e6:.2f} of {size / 1e6:.2f} MB  {rate:.2f} MB/s"
+        else:
+            line = f"writing: {written / 1e6:.2f} MB  {rate:.2f} MB/s"
+        click.echo(f"\r{line}", nl=False, err=True)
 
     def done(self) -> None:
-        if self.last:
+        if self.last is not None:
             click.echo("", err=True)
 
 
@@ -55,10 +63,7 @@ def ota_cmd(flash, url, resume, decrypt_key, reboot, as_json, ota_options, open_
     progress = _Progress() if not as_json and sys.stderr.isatty() else None
 
     def on_event(name, data):
-        if as_json:
-            echo_json({"event": name, "data": data})
-        elif progress is not None:
-            progress(name, data)
+        echo_json({"event": name, "data": data})
 
     with open_device(flash) as dev:
         try:
@@ -68,7 +73,8 @@ def ota_cmd(flash, url, resume, decrypt_key, reboot, as_json, ota_options, open_
             raise
         try:
             result = https_ota(
-                dev, url, on_event=on_event, resume=resume, reboot=reboot, decrypt_key=decrypt_key, **ota_options
+                dev, url, on_event=on_event if as_json else None, on_progress=progress, resume=resume, reboot=reboot,
+                decrypt_key=decrypt_key, **ota_options
             )
         except EspError as err:
             if progress is not None:

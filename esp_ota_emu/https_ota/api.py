@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ..errors import InputError
 from ..security.encrypted_img import EncryptedImageDecrypter
 from ..security.keys import load_private_key
-from .config import Decrypter, HttpConfig, OnEvent, OtaConfig
+from .config import Decrypter, HttpConfig, OnEvent, OnProgress, OtaConfig
 from .engine import OtaResult, esp_https_ota, resumable_https_ota
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ def https_ota(
     url: str,
     *,
     on_event: OnEvent | None = None,
+    on_progress: OnProgress | None = None,
     cert_pem: str | Path | None = None,
     resume: bool = False,
     reboot: bool = False,
@@ -67,6 +68,9 @@ def https_ota(
     ``decrypt_key`` (PEM bytes or a file: RSA-3072 or P-256 private key) makes it a pre-encrypted OTA
     as ESP-IDF's pre_encrypted_ota example runs it: the download goes through esp_encrypted_img's
     decrypt stage (DECRYPT_CB events), whose end (GCM tag, length) is checked before the finish.
+
+    ``on_event`` gets ESP-IDF's events; ``on_progress(written, image_size)`` is called between
+    esp_https_ota_perform calls (image_size -1 while unknown), as an app showing progress does.
 
     ``http_options`` are :class:`HttpConfig` fields (``crt_bundle``, ``common_name``,
     ``skip_cert_common_name_check``, ``client_cert``, ``client_key``, ``username``, ``password``,
@@ -87,7 +91,7 @@ def https_ota(
         decrypt_end=decrypt_end,
         enc_img_header_size=enc_img_header_size,
     )
-    result = (resumable_https_ota if resume else esp_https_ota)(device, config, on_event)
+    result = (resumable_https_ota if resume else esp_https_ota)(device, config, on_event, on_progress)
     result.power_on = power_on
     if reboot:
         result.reboot = device.boot()

@@ -14,6 +14,9 @@ IMAGE_HEADER_SIZE = 1024  # esp_https_ota reads this much before the first flash
 DEFAULT_REQUEST_SIZE = 64 * 1024  # max_http_request_size 0 -> 64 KiB
 
 OnEvent = Callable[[str, "int | None"], None]
+# (esp_https_ota_get_image_len_read, esp_https_ota_get_image_size) after each esp_https_ota_perform:
+# bytes written so far and the image size (-1 while the server has not said it).
+OnProgress = Callable[[int, int], None]
 
 
 class Decrypter(Protocol):

@@ -18,7 +18,7 @@ from ..image.reader import describe_non_image
 from ..ota_ops import OTA_SIZE_UNKNOWN, OTA_WITH_SEQUENTIAL_WRITES
 from . import events as ev
 from .client import REDIRECT_STATUSES, HttpClient
-from .config import DEFAULT_MAX_AUTH_RETRIES, DEFAULT_REQUEST_SIZE, IMAGE_HEADER_SIZE, OnEvent, OtaConfig
+from .config import DEFAULT_MAX_AUTH_RETRIES, DEFAULT_REQUEST_SIZE, IMAGE_HEADER_SIZE, OnEvent, OnProgress, OtaConfig
 
 if TYPE_CHECKING:
     from ..bootloader import BootResult
@@ -399,6 +399,14 @@ class EspHttpsOta:
             return True
         return False
 
+    def get_image_len_read(self) -> int:
+        """``esp_https_ota_get_image_len_read``: image bytes written to the slot so far."""
+        return self.binary_file_len
+
+    def get_image_size(self) -> int:
+        """``esp_https_ota_get_image_size``: the image size the server announced (-1 if it did not)."""
+        return self.image_length
+
     def is_complete_data_received(self) -> bool:
         """``esp_https_ota_is_complete_data_received``."""
         if self.config.partial_http_download:
@@ -477,8 +485,18 @@ def _result(ota: EspHttpsOta, updated: bool) -> OtaResult:
     )
 
 
-def esp_https_ota(device: Device, config: OtaConfig, on_event: OnEvent | None = None) -> OtaResult:
-    """``esp_https_ota()``: the one-shot update (begin, perform until done, finish; abort on error)."""
+def _perform_all(ota: EspHttpsOta, on_progress: OnProgress | None) -> None:
+    """esp_https_ota_perform until done, reporting progress between calls as an app's loop does."""
+    while ota.perform():
+        if on_progress is not None:
+            on_progress(ota.get_image_len_read(), ota.get_image_size())
+
+
+def esp_https_ota(
+    device: Device, config: OtaConfig, on_event: OnEvent | None = None, on_progress: OnProgress | None = None
+) -> OtaResult:
+    """``esp_https_ota()``: the one-shot update (begin, perform until done, finish; abort on error).
+    ``on_progress`` gets what the advanced API's getters say between perform calls."""
     release = "newest" if device.settings.idf_release == "newest" else "v5"
     if config.ota_resumption and release == "newest":
         raise EspError("ESP_ERR_NOT_SUPPORTED", "OTA resumption is not supported by the one-shot esp_https_ota()")
@@ -490,8 +508,7 @@ def esp_https_ota(device: Device, config: OtaConfig, on_event: OnEvent | None = 
             raise EspError("ESP_FAIL", f"esp_https_ota_begin failed with {err.esp_err}: {err.message}") from None
         raise
     try:
-        while ota.perform():
-            pass
+        _perform_all(ota, on_progress)
         if config.decrypt_end is not None:
             config.decrypt_end()
     except BaseException:
@@ -500,7 +517,9 @@ def esp_https_ota(device: Device, config: OtaConfig, on_event: OnEvent | None = 
     return _result(ota, ota.finish())
 
 
-def resumable_https_ota(device: Device, config: OtaConfig, on_event: OnEvent | None = None) -> OtaResult:
+def resumable_https_ota(
+    device: Device, config: OtaConfig, on_event: OnEvent | None = None, on_progress: OnProgress | None = None
+) -> OtaResult:
     """The advanced-API update with ``ota_resumption`` (newest ESP-IDF), as ESP-IDF's example does it.
 
     Progress (bytes written to the slot) is kept in the device state under the URL, saved as the
@@ -531,8 +550,7 @@ def resumable_https_ota(device: Device, config: OtaConfig, on_event: OnEvent | N
     ota.begin()
     save(ota.binary_file_len)  # a restart from byte 0 (Range refused) invalidates the old progress at once
     try:
-        while ota.perform():
-            pass
+        _perform_all(ota, on_progress)
         if not ota.is_complete_data_received():
             raise EspError("ESP_FAIL", "complete data was not received")
     except BaseException:
