@@ -18,17 +18,19 @@ class _Progress:
 
     WIDTH = 30
 
-    def __init__(self, clock=time.monotonic):
-        self.clock = clock
-        self.start = clock()
-        self.last = None
+    def __init__(self):
+        self.first: tuple[float, int] | None = None  # (when, bytes written) at the first report
+        self.last: float | None = None
 
     def __call__(self, written: int, size: int) -> None:
-        now = self.clock()
+        now = time.monotonic()
+        if self.first is None:
+            self.first = (now, written)  # the rate counts from here, so a resumed OTA's old bytes do not
         if self.last is not None and now - self.last < 0.1 and written != size:
             return
         self.last = now
-        rate = written / max(now - self.start, 1e-6) / 1e6
+        since, base = self.first
+        rate = (written - base) / max(now - since, 1e-6) / 1e6
         if size > 0:
             filled = min(self.WIDTH, written * self.WIDTH // size)
             bar = "#" * filled + "-" * (self.WIDTH - filled)
