@@ -24,9 +24,9 @@ if TYPE_CHECKING:
 OTA_SIZE_UNKNOWN = 0xFFFFFFFF
 OTA_WITH_SEQUENTIAL_WRITES = 0xFFFFFFFE
 
-# The slot's running SHA-256 (see OtaOps._follow_sha256) stays this far behind the bytes written, so that it never
-# takes in what esp_image_verify leaves out of the image's hash: the appended digest itself, a Secure
-# Boot signature sector, or anything a server sends after the image.
+# The slot's running SHA-256 (see OtaOps._follow_sha256) stays this far behind the bytes written, so
+# that it never takes in what esp_image_verify leaves out of the image's hash: the appended digest
+# itself, a Secure Boot signature sector, or anything a server sends after the image.
 _SHA256_LAG = 64 * 1024
 
 

@@ -25,7 +25,7 @@ class _Progress:
     def __call__(self, written: int, size: int) -> None:
         now = time.monotonic()
         if self.first is None:
-            self.first = (now, written)  # the rate counts from here, so a resumed OTA's old bytes do not
+            self.first = (now, written)  # the rate counts from here: a resumed OTA's earlier bytes are not in it
         if self.last is not None and now - self.last < 0.1 and written != size:
             return
         self.last = now

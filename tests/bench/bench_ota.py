@@ -89,6 +89,7 @@ def make_flash(folder: Path) -> Path:
         chip="esp32",
     )
 
+
 ROUNDS = 40
 
 
