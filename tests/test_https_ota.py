@@ -493,16 +493,22 @@ def test_progress_between_perform_calls(flash, app):
     assert {size for _, size in calls} == {len(app)}
 
 
-def test_cli_progress_bar_on_a_terminal(flash, app):
+def _ota_command(flash, url, ca, stderr) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "esp_ota_emu", str(flash), "--url", url, "--cert-pem", str(ca)],
+        stdout=subprocess.PIPE, stderr=stderr, timeout=60,
+    )
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_cli_progress_bar_on_a_terminal(flash, app, chunked):
     """With standard error on a terminal (a pseudo-terminal here), the command draws a bar that ends
-    at 100% of the image; piped, it prints nothing of the kind."""
+    at 100% of the announced size, or, when the server sends no length (chunked), the bytes written;
+    with standard error piped it draws nothing."""
     master, slave = pty.openpty()
-    with serve_files({"app.bin": app}) as srv:
-        proc = subprocess.run(
-            [sys.executable, "-m", "esp_ota_emu", str(flash), "--url", srv.url("app.bin"),
-             "--cert-pem", str(srv.tls.ca_pem)],
-            stdout=subprocess.PIPE, stderr=slave, timeout=60,
-        )
+    with serve_files({"app.bin": app}, faults=Faults(chunked=chunked)) as srv:
+        proc = _ota_command(flash, srv.url("app.bin"), srv.tls.ca_pem, slave)
+        piped = _ota_command(flash, srv.url("app.bin"), srv.tls.ca_pem, subprocess.PIPE)
     os.close(slave)
     screen = b""
     while True:
@@ -514,11 +520,14 @@ def test_cli_progress_bar_on_a_terminal(flash, app):
             break
         screen += piece
     os.close(master)
-    assert proc.returncode == 0
+    assert proc.returncode == 0 and piped.returncode == 0
     last = screen.decode().replace("\r\n", "\n").split("\r")[-1].strip()
     size = f"{len(app) / 1e6:.2f}"
-    assert last.startswith("[" + "#" * 30 + "] 100%  " + f"{size} of {size} MB"), last
-    assert b"MB/s" not in proc.stdout
+    if chunked:
+        assert last.startswith(f"writing: {size} MB") and last.endswith("MB/s"), last
+    else:
+        assert last.startswith("[" + "#" * 30 + "] 100%  " + f"{size} of {size} MB"), last
+    assert b"MB/s" not in piped.stderr and piped.stderr == b""
 
 
 def test_https_without_any_trust_anchor_is_refused(flash, app):

@@ -20,16 +20,21 @@ class _Progress:
 
     def __init__(self):
         self.first: tuple[float, int] | None = None  # (when, bytes written) at the first report
-        self.last: float | None = None
+        self.latest: tuple[float, int, int] | None = None  # (when, written, size) of the newest report
+        self.drawn = 0.0
 
     def __call__(self, written: int, size: int) -> None:
         now = time.monotonic()
         if self.first is None:
             self.first = (now, written)  # the rate counts from here: a resumed OTA's earlier bytes are not in it
-        if self.last is not None and now - self.last < 0.1 and written != size:
-            return
-        self.last = now
-        since, base = self.first
+        self.latest = (now, written, size)
+        if now - self.drawn >= 0.1:
+            self._draw()
+
+    def _draw(self) -> None:
+        assert self.first is not None and self.latest is not None
+        (since, base), (now, written, size) = self.first, self.latest
+        self.drawn = now
         rate = (written - base) / max(now - since, 1e-6) / 1e6
         if size > 0:
             filled = min(self.WIDTH, written * self.WIDTH // size)
@@ -41,7 +46,9 @@ class _Progress:
         click.echo(f"\r{line}", nl=False, err=True)
 
     def done(self) -> None:
-        if self.last is not None:
+        """The newest report (drawing may have skipped it), then the end of the line."""
+        if self.latest is not None:
+            self._draw()
             click.echo("", err=True)
 
 
