@@ -21,6 +21,8 @@ from .efuse import SUPPORTED_CHIPS, Efuses
 from .errors import EspError, InputError
 from .esp_partition import PartitionIO
 from .flash import Flash
+from .idf_release import DEFAULT as DEFAULT_RELEASE
+from .idf_release import IdfRelease, parse_release
 from .image import VerifyResult, parse_image, verify_image
 from .partitions import Partition, PartitionTable
 from .security import sbv2
@@ -31,7 +33,6 @@ from .security.policy import SECURE_BOOT_VERSIONS, enable_secure_boot, sbv1_veri
 
 SIDECAR_SUFFIX = ".emu.json"
 SIDECAR_VERSION = 1
-IDF_RELEASES = ("v4", "v5", "newest")
 
 
 @dataclass
@@ -40,7 +41,7 @@ class DeviceSettings:
 
     chip: str | None = None  # detected from the bootloader header when not set
     chip_rev: int | None = None  # major*100+minor; default: the chip's newest common revision (ESP32: v3.0)
-    idf_release: str = "v5"  # whose esp_ota_ops behaviour to follow where releases differ
+    idf_release: str = DEFAULT_RELEASE  # the ESP-IDF release whose app-side behaviour to follow (idf_release.py)
     partition_table_offset: int = 0x8000
     rollback: bool = False
     anti_rollback: bool = False
@@ -129,8 +130,7 @@ class Device:
             if value is not None and getattr(settings, key) != value:
                 setattr(settings, key, value)
                 changed = True
-        if settings.idf_release not in IDF_RELEASES:
-            raise InputError(f"unknown ESP-IDF release {settings.idf_release!r} (one of {', '.join(IDF_RELEASES)})")
+        parse_release(settings.idf_release)  # refuses an unknown release before the flash is opened
         if settings.secure_boot not in (None, *SECURE_BOOT_VERSIONS):
             raise InputError(f"unknown secure boot version {settings.secure_boot!r} (one of {', '.join(SECURE_BOOT_VERSIONS)})")
         dev = cls(Flash.open(path, readonly=readonly, strict=strict), settings, state)
@@ -229,6 +229,11 @@ class Device:
     @property
     def chip(self) -> Chip | None:
         return self._chip
+
+    @property
+    def idf(self) -> IdfRelease:
+        """The ESP-IDF release whose app-side behaviour the device follows."""
+        return parse_release(self.settings.idf_release)
 
     @property
     def chip_rev(self) -> int:

@@ -41,7 +41,11 @@ ESP_ERR_CODES: dict[str, int] = {
     "ESP_ERR_HTTP_CONNECTION_CLOSED": 0x7008,
     "ESP_ERR_HTTP_NOT_MODIFIED": 0x7009,
     "ESP_ERR_HTTP_RANGE_NOT_SATISFIABLE": 0x700A,
+    "ESP_ERR_HTTP_REDIRECT_DOWNGRADE": 0x700D,
     "ESP_ERR_HTTPS_OTA_IN_PROGRESS": 0x9001,
+    # not an esp_err_t: the esp_https_ota_state value that esp_https_ota_perform returns (and
+    # esp_https_ota() passes on) when a decrypt callback gives no bytes
+    "ESP_HTTPS_OTA_IN_PROGRESS": 2,
 }
 
 # Exit codes of the command line (documented in the README).

@@ -77,6 +77,7 @@ def flash_report(dev: Device) -> dict[str, Any]:
         "warnings": [warning] if warning else [],
         "bootloader_profile": dev.settings.profile().describe(),
         "idf_release": dev.settings.idf_release,
+        "idf_version": str(dev.idf),
     }
     if dev.chip is None:
         missing.append("bootloader: no image header with a known chip id at 0x0, 0x1000 or 0x2000")

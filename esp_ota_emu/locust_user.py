@@ -49,7 +49,7 @@ def _options(parser) -> None:
     group.add_argument("--esp-path", default="/", help="URL path of the app image on --host")
     group.add_argument("--esp-cert-pem", default="", help="Root CA (PEM file) the devices trust")
     group.add_argument("--esp-rollback", action="store_true", help="Bootloader with app rollback")
-    group.add_argument("--esp-idf-release", default="", help="ESP-IDF release to follow (v4, v5, newest)")
+    group.add_argument("--esp-idf-release", default="", help="ESP-IDF release to follow (e.g. v5.5.2, or v4, v5, newest)")
     group.add_argument("--esp-crash-share", type=float, default=0.0,
                        help="Share of devices whose new app crashes before confirming itself")
     group.add_argument("--esp-seed", type=int, default=0, help="Chooses which devices crash")

@@ -2,8 +2,7 @@
 
 Each method reproduces the ESP-IDF function of the same name (without the ``esp_ota_`` prefix), with
 its error codes, its flash operations in the same order, and the differences between ESP-IDF
-releases that change the bytes on flash (``settings.idf_release``: ``v4`` = v4.1 to v4.4.6, the
-Arduino-ESP32 2.0.x era; ``v5`` = v4.4.7 and v5.x; ``newest`` = the master branch of 2025).
+releases that change the bytes on flash (the device's release, :mod:`esp_ota_emu.idf_release`).
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from .errors import EspError
 from .flash import SECTOR_SIZE
+from .idf_release import BEGIN_INVALIDATES_INACTIVE_OTADATA, OTA_RESUME, REWRITE_KEEPS_SELECTED_SLOT, SEQUENTIAL_ERASE_FIX
 from .formats.otadata import OtaState
 from .otadata import OtaData, get_active_otadata, select_otadata
 from .partitions import Partition
@@ -176,12 +176,14 @@ class OtaOps:
                 )
             self.dev.io.erase_range(partition, 0, erase)
         self._handles[h.handle] = h
-        if self.dev.settings.idf_release == "newest" and self.dev.settings.rollback:
+        if self.dev.idf.has(BEGIN_INVALIDATES_INACTIVE_OTADATA) and self.dev.settings.rollback:
             self._erase_last_boot(skip_app_erase=True, quiet=True)
         return h.handle
 
     def resume(self, partition: Partition, erase_size: int, image_offset: int) -> int:
-        """esp_ota_resume() (newest ESP-IDF): continue an OTA at ``image_offset`` without erasing."""
+        """esp_ota_resume(): continue an OTA at ``image_offset`` without erasing."""
+        if not self.dev.idf.has(OTA_RESUME):
+            raise EspError("ESP_ERR_NOT_SUPPORTED", f"ESP-IDF {self.dev.idf} has no esp_ota_resume()")
         if image_offset > partition.size:
             raise EspError("ESP_ERR_INVALID_ARG", "resume offset is past the end of the partition")
         if not partition.is_ota_app:
@@ -212,16 +214,15 @@ class OtaOps:
     def write(self, handle: int, data: bytes | memoryview) -> None:
         """esp_ota_write(): sequential erase of the sectors touched, magic check, 16-byte FE caching."""
         size = len(data)
-        if size == 0 and self.dev.settings.idf_release != "v4":
-            return  # v4.4.7+ returns before looking at the handle
+        fixed = self.dev.idf.has(SEQUENTIAL_ERASE_FIX)
+        if size == 0 and fixed:
+            return  # returns before looking at the handle
         it = self._handle(handle)
         part = it.partition
         if it.need_erase:
             w = it.wrote_size
             first = w // SECTOR_SIZE
-            # ESP-IDF v4.3-v4.4.6 computed the last sector from (w + size), erasing one sector ahead when
-            # the write ends on a sector boundary; v4.4.7 and v5 use (w + size - 1).
-            last = (w + size - (0 if self.dev.settings.idf_release == "v4" else 1)) // SECTOR_SIZE
+            last = (w + size - (1 if fixed else 0)) // SECTOR_SIZE
             if w % SECTOR_SIZE == 0:
                 self.dev.io.erase_range(part, w, (last - first + 1) * SECTOR_SIZE)
             elif first != last:
@@ -318,7 +319,7 @@ class OtaOps:
         active = get_active_otadata(entries)
         if active == -1:
             sector, new_seq = 0, slot + 1
-        elif self.dev.settings.idf_release == "newest" and entries[active].slot(count) == slot:
+        elif self.dev.idf.has(REWRITE_KEEPS_SELECTED_SLOT) and entries[active].slot(count) == slot:
             sector, new_seq = active, entries[active].seq
         else:
             sector, new_seq = (~active) & 1, seq_for_slot(entries[active].seq, slot, count)

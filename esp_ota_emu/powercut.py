@@ -44,6 +44,7 @@ from .device import Device, DeviceSettings, DeviceState
 from .errors import EspError, InputError
 from .faults import CutInjector, OpRecorder, PowerCut, UndoLog, cut_rng, tear
 from .flash import Flash, FlashOp
+from .idf_release import OTA_RESUMPTION
 from .https_ota.api import https_ota
 from .https_ota.config import IMAGE_HEADER_SIZE
 from .ota_ops import OTA_SIZE_UNKNOWN, OTA_WITH_SEQUENTIAL_WRITES
@@ -440,8 +441,9 @@ class Campaign:
 
     def __init__(self, device: Device, plan: OtaPlan, *, seed: int = 0, resume: bool = False,
                  https_ops: list[FlashOp] | None = None):
-        if resume and device.settings.idf_release != "newest":
-            raise InputError("OTA resumption (esp_ota_resume) exists only in the newest ESP-IDF: use --idf-release newest")
+        if resume and not device.idf.has(OTA_RESUMPTION):
+            raise InputError(f"ESP-IDF {device.idf} has no OTA resumption (esp_https_ota's ota_resumption): use "
+                             "--idf-release v5.5.4 or newer, or newest")
         if len(plan.image) < IMAGE_HEADER_SIZE:
             raise InputError(
                 f"the image is {len(plan.image)} bytes; esp_https_ota needs at least the {IMAGE_HEADER_SIZE}-byte header"

@@ -70,10 +70,15 @@ def test_lower_secure_version_ota_fails_and_erases_the_slot(v3_device):
     assert "ESP_HTTPS_OTA_ABORT" not in events
 
 
-def test_v4_finish_swallows_the_error(v3_device):
-    """ESP-IDF v4.x (and v5.0-v5.0.4, v5.1-v5.1.2) shadowed ``err`` in esp_https_ota_finish: the update
-    reports ESP_OK, the slot is erased and the boot partition stays."""
-    result, _ = https(v3_device, "sample_v2.bin", idf_release="v4")
+@pytest.mark.parametrize("release,swallowed", [("v4", True), ("v4.4.7", False), ("v5.0.4", True), ("v5.0.5", False),
+                                               ("v5.1.2", True), ("v5.1.3", False)])
+def test_finish_swallows_the_error_before_the_fix(v3_device, release, swallowed):
+    """Until v4.4.7, v5.0.5 and v5.1.3 a shadowed ``err`` in esp_https_ota_finish made the update report
+    ESP_OK: the slot is erased and the boot partition stays."""
+    result, _ = https(v3_device, "sample_v2.bin", idf_release=release)
+    if not swallowed:
+        assert isinstance(result, EspError) and result.esp_err == "ESP_ERR_OTA_SMALL_SEC_VER"
+        return
     assert not isinstance(result, EspError)
     assert result.boot_partition_updated is False
     assert result.set_boot_error.esp_err == "ESP_ERR_OTA_SMALL_SEC_VER"

@@ -76,8 +76,9 @@ def otadata_entry(seq: int, state: int = 0xFFFFFFFF, label: bytes = b"\xff" * 20
     return struct.pack("<I20sII", seq, label, state, zlib.crc32(struct.pack("<I", seq), 0xFFFFFFFF))
 
 
-@pytest.mark.parametrize("idf_release", ["v5", "newest"])
+@pytest.mark.parametrize("idf_release", ["v4.4.7", "v5.0", "v5.0.1", "v5", "v5.5", "newest"])
 def test_ota_writes_image_events_and_otadata(flash, app, idf_release):
+    """The same bytes on flash in every release; the events came in v5.0.1, VERIFY_CHIP_REVISION in v5.5."""
     before = flash.read_bytes()
     with serve_files({"app.bin": app}) as srv:
         result, events = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release=idf_release)
@@ -88,16 +89,16 @@ def test_ota_writes_image_events_and_otadata(flash, app, idf_release):
     assert result.partition == "app1" and result.boot_partition_updated and result.bytes_written == len(app)
     assert result.power_on is not None and result.power_on.booted.label == "app0"
     verify = [("ESP_HTTPS_OTA_VERIFY_CHIP_ID", 0)]
-    if idf_release == "newest":
+    if idf_release in ("v5.5", "newest"):
         verify.append(("ESP_HTTPS_OTA_VERIFY_CHIP_REVISION", int.from_bytes(app[15:17], "little")))
-    assert events == [
+    assert events == ([] if idf_release in ("v4.4.7", "v5.0") else [
         ("ESP_HTTPS_OTA_START", None),
         ("ESP_HTTPS_OTA_CONNECTED", None),
         *verify,
         *[("ESP_HTTPS_OTA_WRITE_FLASH", n) for n in write_flash_steps(len(app))],
         ("ESP_HTTPS_OTA_UPDATE_BOOT_PARTITION", 0x11),
         ("ESP_HTTPS_OTA_FINISH", None),
-    ]
+    ])
     after = flash.read_bytes()
     assert after[SLOT : SLOT + len(app)] == app
     # otadata: entry 0 (seq 1) stays; entry 1 becomes seq 2 selecting ota_1. The bytes are the ones the
@@ -138,6 +139,19 @@ def test_sequential_versus_bulk_erase(tmp_path, flash, app, chunked):
         assert slots[True] == app + b"\xff" * (SLOT_SIZE - len(app))
     else:
         assert slots[True] == seq
+
+
+@pytest.mark.parametrize("idf_release,whole_slot", [("v4", True), ("v5.2.6", True), ("v5.3", False), ("v5", False)])
+def test_bulk_erase_size_per_release(flash, app, idf_release, whole_slot):
+    """Until v5.3, bulk_flash_erase passed OTA_SIZE_UNKNOWN to esp_ota_begin even when the server
+    announced the image length: the whole slot was erased."""
+    _prefill_slot(flash)
+    with serve_files({"app.bin": app}) as srv:
+        result, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release=idf_release, bulk_flash_erase=True)
+    assert result.boot_partition_updated
+    end = (len(app) + SECTOR - 1) // SECTOR * SECTOR
+    tail = flash.read_bytes()[SLOT + end : SLOT + SLOT_SIZE]
+    assert tail == (b"\xff" if whole_slot else b"\x5a") * (SLOT_SIZE - end)
 
 
 def test_chip_mismatch_changes_nothing(flash, realdata):
@@ -224,7 +238,8 @@ def test_corrupt_image_fails_validation(flash, app):
 
 
 def _expected_ranges(length: int, size: int, release: str) -> list[str | None]:
-    """The Range headers esp_https_ota sends after the HEAD request (esp_https_ota.c, both releases)."""
+    """The Range headers esp_https_ota sends after the HEAD request (esp_https_ota.c: the first one
+    changed in v5.5)."""
     if release == "v5":
         first = f"bytes=0-{size - 1}" if length > size else None
     else:
@@ -237,7 +252,7 @@ def _expected_ranges(length: int, size: int, release: str) -> list[str | None]:
     return ranges
 
 
-@pytest.mark.parametrize("idf_release", ["v5", "newest"])
+@pytest.mark.parametrize("idf_release", ["v5", "v5.5", "newest"])
 @pytest.mark.parametrize("size", [65536, 100_000, 400_000])
 def test_partial_download_request_sequence(flash, app, idf_release, size):
     with serve_files({"app.bin": app}) as srv:
@@ -254,14 +269,36 @@ def test_partial_download_request_sequence(flash, app, idf_release, size):
 
 def test_partial_download_without_head_support(flash, app):
     with serve_files({"app.bin": app}, faults=Faults(no_head=True)) as srv:
-        err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, partial_http_download=True)
-        assert err.esp_err == "ESP_FAIL"  # v5: HEAD must answer 200
+        for release in ("v5", "v5.5.5"):  # HEAD must answer 200 until v6.0
+            err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release=release, partial_http_download=True)
+            assert err.esp_err == "ESP_FAIL" and "HEAD" in err.message
         srv.requests.clear()
-        result, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="newest", partial_http_download=True)
+        result, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="v6.0", partial_http_download=True)
         seen = [(r.method, r.range, r.status) for r in srv.requests]
     assert result.boot_partition_updated
     assert seen[:2] == [("HEAD", None, 405), ("GET", "bytes=0-0", 206)]
     assert seen[2][:2] == ("GET", "bytes=0-65535")
+
+
+@pytest.mark.parametrize("idf_release", ["v5", "v5.5.5", "v6.0"])
+def test_partial_download_when_head_gives_no_length(flash, app, idf_release):
+    """A HEAD answer without Content-Length (here: chunked). Until v6.0 esp_https_ota sends no Range,
+    takes the whole body in one GET and, the length never matching, runs esp_ota_end but not
+    esp_ota_set_boot_partition: esp_https_ota() returns ESP_OK. v6.0 refuses it in begin."""
+    otadata_before = flash.read_bytes()[OTADATA : OTADATA + 2 * SECTOR]
+    with serve_files({"app.bin": app}, faults=Faults(chunked=True)) as srv:
+        result, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release=idf_release,
+                        partial_http_download=True)
+        seen = [(r.method, r.range) for r in srv.requests]
+    after = flash.read_bytes()
+    assert after[OTADATA : OTADATA + 2 * SECTOR] == otadata_before
+    if idf_release == "v6.0":
+        assert isinstance(result, EspError) and result.esp_err == "ESP_FAIL" and "how long" in result.message
+        assert seen == [("HEAD", None)]
+        return
+    assert seen == [("HEAD", None), ("GET", None)]
+    assert not result.boot_partition_updated and result.bytes_written == len(app)
+    assert after[SLOT : SLOT + len(app)] == app
 
 
 def test_resume_after_interruption(flash, app):
@@ -301,10 +338,15 @@ def test_resume_restarts_from_zero_when_range_refused(flash, app, fault):
     assert ("ESP_HTTPS_OTA_VERIFY_CHIP_ID", 0) in events
 
 
-def test_resume_is_refused_by_v5_and_with_decryption(flash, app):
+def test_resume_is_refused_before_v5_5_4_and_with_decryption(flash, app):
+    """v5.5 to v5.5.3 had ota_resumption but wrote a 200 answer's whole image at the saved offset: the
+    emulator models resumption from v5.5.4 on and refuses it before."""
     with serve_files({"app.bin": app}) as srv:
-        err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, resume=True)
-        assert err.esp_err == "ESP_ERR_NOT_SUPPORTED"
+        for release in ("v5", "v5.5.3"):
+            err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release=release, resume=True)
+            assert err.esp_err == "ESP_ERR_NOT_SUPPORTED"
+        result, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="v5.5.4", resume=True)
+        assert result.boot_partition_updated
         err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="newest", resume=True,
                      decrypt=lambda data: data)
         assert err.esp_err == "ESP_ERR_NOT_SUPPORTED"
@@ -327,6 +369,24 @@ def test_redirect_to_another_host_sets_the_bare_host_name(flash, app):
         hosts = [r.header("Host") for r in srv.requests]
     assert result.boot_partition_updated
     assert hosts == [f"127.0.0.1:{srv.port}", "localhost"]
+
+
+@pytest.mark.parametrize("idf_release,refused", [("v5.5.4", False), ("v5.5.5", True), ("v6.0.2", False)])
+def test_redirect_of_an_https_origin_per_release(flash, app, idf_release, refused):
+    """v5.5.5's esp_http_client follows an https:// origin's redirect only to a Location starting with
+    https:// (ESP_ERR_HTTP_REDIRECT_DOWNGRADE), so a relative Location is refused too; v6.0.x lacks
+    that check."""
+    with serve_files({"app.bin": app}, faults=Faults(redirects=1)) as srv:
+        result, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release=idf_release)
+        statuses = [r.status for r in srv.requests]
+        srv.faults.redirect_host = "localhost"  # an absolute https:// Location is always followed
+        absolute, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release=idf_release)
+    assert absolute.boot_partition_updated
+    if refused:
+        assert isinstance(result, EspError) and result.esp_err == "ESP_ERR_HTTP_REDIRECT_DOWNGRADE"
+        assert statuses == [302]
+    else:
+        assert result.boot_partition_updated and statuses == [302, 200]
 
 
 def test_endless_redirects_stop(flash, app):
@@ -353,6 +413,16 @@ def test_wrong_password_gives_up_after_the_retries(flash, app):
     assert err.esp_err == "ESP_FAIL" and "max_authorization_retries" in err.message
 
 
+@pytest.mark.parametrize("idf_release,requests,esp_err", [("v5", 11, "ESP_FAIL"), ("v5.5", 1, "ESP_ERR_NOT_SUPPORTED")])
+def test_401_without_a_challenge(flash, app, idf_release, requests, esp_err):
+    """Until v5.5 esp_https_ota ignored what esp_http_client_add_auth returned and asked again until
+    max_authorization_retries ran out; from v5.5 the unusable challenge ends the OTA at once."""
+    with serve_files({"app.bin": app}, faults=Faults(status=401)) as srv:
+        err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release=idf_release)
+        assert len(srv.requests) == requests
+    assert err.esp_err == esp_err
+
+
 def test_error_statuses(flash, app):
     with serve_files({"app.bin": app}, faults=Faults(status=503)) as srv:
         err, events = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="newest")
@@ -369,6 +439,16 @@ def test_plain_http_needs_allow_http(flash, app):
         assert err.esp_err == "ESP_FAIL" and "ESP_ERR_INVALID_ARG" in err.message
         result, _ = run(flash, srv.url("app.bin"), allow_http=True)
     assert result.boot_partition_updated
+
+
+def test_plain_http_url_with_a_root_certificate_is_fetched_in_the_clear(flash, app):
+    """esp_https_ota_begin checks that a verification option is set, not the URL's scheme: given
+    cert_pem, an http:// URL is downloaded over plain TCP without CONFIG_ESP_HTTPS_OTA_ALLOW_HTTP."""
+    with serve_files({"app.bin": app}) as tls_server:
+        ca = tls_server.tls.ca_pem.read_text()
+    with serve_files({"app.bin": app}, tls=False) as srv:
+        result, _ = run(flash, srv.url("app.bin"), ca)
+    assert srv.url("app.bin").startswith("http://") and result.boot_partition_updated
 
 
 def test_stalled_server_times_out(flash, app):
@@ -413,6 +493,23 @@ def test_decrypt_stage_and_encrypted_header_offsets(flash, app):
                            ("ESP_HTTPS_OTA_VERIFY_CHIP_REVISION", 0)]
     assert events[5] == ("ESP_HTTPS_OTA_WRITE_FLASH", 512)
     assert flash.read_bytes()[SLOT : SLOT + len(app)] == app
+
+
+def test_decrypt_stage_that_returns_nothing_mid_stream_ends_the_ota(flash, app):
+    """esp_https_ota_decrypt_cb answers an empty output with ESP_HTTPS_OTA_IN_PROGRESS, a state value (2),
+    not ESP_ERR_HTTPS_OTA_IN_PROGRESS: esp_https_ota_perform returns it and esp_https_ota() aborts."""
+    calls = []
+
+    def decrypt(data: bytes) -> bytes:
+        calls.append(len(data))
+        return b"" if len(calls) == 3 else data
+
+    otadata_before = flash.read_bytes()[OTADATA : OTADATA + 2 * SECTOR]
+    with serve_files({"app.bin": app}) as srv:
+        err, events = run(flash, srv.url("app.bin"), srv.tls.ca_pem, decrypt=decrypt)
+    assert err.esp_err == "ESP_HTTPS_OTA_IN_PROGRESS" and err.code == 2
+    assert len(calls) == 3 and events[-1] == ("ESP_HTTPS_OTA_ABORT", None)
+    assert flash.read_bytes()[OTADATA : OTADATA + 2 * SECTOR] == otadata_before
 
 
 def test_cli_json_events_and_exit_code(flash, app):

@@ -132,9 +132,10 @@ def test_erase_otadata_and_erase_last_boot(flash):
     assert js("boot", flash)[1]["booted"] == "factory"
 
 
-@pytest.mark.parametrize("release,sector,seq", [("v5", 1, 1), ("v4", 1, 1), ("newest", 0, 1)])
+@pytest.mark.parametrize("release,sector,seq", [("v5", 1, 1), ("v4", 1, 1), ("v5.5.5", 1, 1), ("v6.0", 0, 1),
+                                                 ("newest", 0, 1)])
 def test_selecting_the_active_slot_again_per_release(flash, release, sector, seq):
-    """Spec §11.5: old ESP-IDF writes the same seq into the other sector, the newest rewrites the same one."""
+    """Spec §11.5: before v6.0 the same seq goes into the other sector, from v6.0 the same one is rewritten."""
     with Device.open(flash, idf_release=release) as dev:
         ota_from_file(dev, SAMPLES / "sample_v2.bin")
         dev.boot()

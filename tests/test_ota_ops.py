@@ -62,9 +62,13 @@ def test_begin_rejects_oversized_running_and_factory(dev_factory):
     assert ota.get_next_update_partition(dev.partitions.find("ota_1")).label == "ota_0"  # wraps
 
 
-@pytest.mark.parametrize("release,sectors", [("v5", []), ("v4", [1])])
+@pytest.mark.parametrize("release,sectors", [
+    ("v4.4.6", [1]), ("v4.4.7", []), ("v5.0.5", [1]), ("v5.0.6", []), ("v5.1.2", [1]), ("v5.1.3", []),
+    ("v5.2", []), ("v4", [1]), ("v5", []), ("newest", []),
+])
 def test_sequential_erase_touches_only_written_sectors(dev_factory, release, sectors):
-    """A 4 KiB write on a sector boundary: v4.3-v4.4.6 also erased the next sector, v4.4.7+/v5 do not."""
+    """A 4 KiB write on a sector boundary also erased the next sector until the fix that reached
+    v4.4.7, v5.0.6, v5.1.3 and v5.2."""
     dev = dev_factory(release)
     ota = dev.ota
     image = sample("v2")
@@ -137,16 +141,17 @@ def test_end_sees_bytes_changed_after_the_slot_was_written(realdata, tmp_path, c
     assert "Image hash failed" in str(err.value)
 
 
-def test_v4_size_zero_write_looks_up_the_handle(dev_factory):
+@pytest.mark.parametrize("release", ["v4", "v5.0.5", "v5.1.2"])
+def test_size_zero_write_looks_up_the_handle_before_the_fix(dev_factory, release):
     with pytest.raises(EspError) as err:
-        dev_factory("v4").ota.write(99, b"")
+        dev_factory(release).ota.write(99, b"")
     assert err.value.esp_err == "ESP_ERR_INVALID_ARG"
-    dev_factory("v5").ota.write(99, b"")  # returns before the lookup
+    dev_factory("v5.1.3").ota.write(99, b"")  # returns before the lookup
 
 
-def test_newest_begin_with_rollback_invalidates_the_inactive_entry(dev_factory):
-    """Spec §11.6: the newest esp_ota_begin() erases the inactive otadata sector before any data."""
-    for release, erased in (("newest", True), ("v5", False)):
+def test_begin_with_rollback_invalidates_the_inactive_entry_from_v5_5(dev_factory):
+    """Spec §11.6: esp_ota_begin() of v5.5 and newer erases the inactive otadata sector before any data."""
+    for release, erased in (("newest", True), ("v5.5", True), ("v5.4.4", False), ("v5", False)):
         dev = dev_factory(release, rollback=True, otadata=(entry(1, OtaState.VALID), entry(2, OtaState.VALID)))
         dev.flash.write_raw(SLOT, sample("v1"))
         dev.flash.write_raw(0x50000, sample("v2"))

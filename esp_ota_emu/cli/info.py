@@ -20,7 +20,8 @@ def render(r: dict) -> list[str]:
     chip = r["chip"].upper() if r["chip"] else "unknown chip"
     lines = [f"{r['file']}: {r['flash_size_name']} flash, {chip}, chip revision v{r['chip_rev'] // 100}.{r['chip_rev'] % 100}"]
     lines += [f"warning: {w}" for w in r["warnings"]]
-    lines.append(f"bootloader profile: {r['bootloader_profile']} (ESP-IDF {r['idf_release']} app behaviour)")
+    release = r["idf_release"] if r["idf_release"] == r["idf_version"] else f"{r['idf_release']} = {r['idf_version']}"
+    lines.append(f"bootloader profile: {r['bootloader_profile']} (ESP-IDF {release} app behaviour)")
     bl = r.get("bootloader")
     if bl:
         what = f"ESP-IDF {bl['idf_ver']}" if bl.get("idf_ver") else "no bootloader description"

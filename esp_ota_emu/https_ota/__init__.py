@@ -5,10 +5,9 @@ from __future__ import annotations
 from .api import https_ota
 from .config import Decrypter, HttpConfig, OtaConfig
 from .engine import EspHttpsOta, OtaResult, esp_https_ota, resumable_https_ota
-from .events import EVENT_IDS, event_id
+from .events import event_id, event_names
 
 __all__ = [
-    "EVENT_IDS",
     "Decrypter",
     "EspHttpsOta",
     "HttpConfig",
@@ -16,6 +15,7 @@ __all__ = [
     "OtaResult",
     "esp_https_ota",
     "event_id",
+    "event_names",
     "https_ota",
     "resumable_https_ota",
 ]

@@ -159,8 +159,9 @@ def _cached_ssl_context(
 class HttpClient:
     """One esp_http_client handle: a URL, request headers, and at most one open response."""
 
-    def __init__(self, config: HttpConfig):
+    def __init__(self, config: HttpConfig, *, refuse_redirect_downgrade: bool = False):
         url, user, password = _split_userinfo(config.url)
+        self.refuse_redirect_downgrade = refuse_redirect_downgrade  # see set_redirection
         self.url = url
         self.username = config.username if config.username is not None else user
         self.password = config.password if config.password is not None else password
@@ -349,8 +350,16 @@ class HttpClient:
 
     # -- redirects and authentication -------------------------------------------------------------
     def set_redirection(self) -> None:
-        """``esp_http_client_set_redirection``: follow the Location header."""
+        """``esp_http_client_set_redirection``: follow the Location header. With
+        ``refuse_redirect_downgrade`` (ESP-IDF v5.5.5) an https:// URL may only redirect to a Location
+        that starts with https://, so even a relative one is refused."""
         location = self.location
+        if (self.refuse_redirect_downgrade and location is not None and urlsplit(self.url).scheme == "https"
+                and not location.lower().startswith("https://")):
+            raise EspError(
+                "ESP_ERR_HTTP_REDIRECT_DOWNGRADE",
+                f"the https:// server redirected to {location!r}: this ESP-IDF follows only https:// Locations",
+            )
         if not location or not (location.startswith("/") or re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*://", location)):
             raise EspError("ESP_ERR_INVALID_ARG", f"URL redirection failed: unusable Location {location!r}")
         target, user, password = _split_userinfo(urljoin(self.url, location))
@@ -364,11 +373,15 @@ class HttpClient:
         self.url = target
         self.redirect_counter += 1
 
-    def add_auth(self) -> bool:
-        """``esp_http_client_add_auth``: prepare an answer to a 401. False if the challenge is unusable."""
+    def add_auth(self) -> EspError | None:
+        """``esp_http_client_add_auth``: prepare an answer to a 401. Returns what it returns when the
+        challenge cannot be answered (ESP_FAIL: retries used up; ESP_ERR_NOT_SUPPORTED), else None."""
         challenge = (self.www_authenticate or "").strip()
-        if self.redirect_counter >= self.max_authorization_retries or not challenge:
-            return False
+        if self.redirect_counter >= self.max_authorization_retries:
+            return EspError("ESP_FAIL", "the server kept answering 401 Unauthorized: reached max_authorization_retries")
+        if not challenge:
+            self.auth_type = None
+            return EspError("ESP_ERR_NOT_SUPPORTED", "the server answered 401 without WWW-Authenticate")
         self.redirect_counter += 1
         if challenge.startswith("Digest"):
             self.auth_type = "Digest"
@@ -377,8 +390,8 @@ class HttpClient:
             self.auth_type = "Basic"
         else:
             self.auth_type = None
-            return False
-        return True
+            return EspError("ESP_ERR_NOT_SUPPORTED", f"the server answered 401 with an unsupported challenge {challenge!r}")
+        return None
 
     def perform(self) -> None:
         """``esp_http_client_perform`` (blocking): one request, following redirects and answering 401s."""
@@ -396,7 +409,7 @@ class HttpClient:
                 self.set_redirection()
                 again = True
             elif self.status_code == 401:
-                again = self.add_auth()
+                again = self.add_auth() is None
             self.discard_body()
             if not again:
                 return

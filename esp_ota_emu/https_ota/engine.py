@@ -3,19 +3,35 @@
 The pipeline is ESP-IDF's: HTTP client reads (``max(buffer_size, 1024)`` bytes at a time, the first
 1024 bytes as the image header) -> optional decrypt stage (``decrypt_cb``) -> ``esp_ota_write``
 through the device's :class:`~esp_ota_emu.ota_ops.OtaOps`, with the events ESP-IDF posts, in its
-order, and its errors. ``settings.idf_release`` picks the v5.x or the newest behaviour where they
-differ (HEAD fallback, Range handling, 304/416, chip revision check, resumption, event ids).
+order, and its errors. The device's ESP-IDF release (:mod:`esp_ota_emu.idf_release`) picks the
+behaviour where releases differ (events, HEAD fallback, Range handling, 304/416, chip revision check,
+resumption, bulk erase size, redirects).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from ..errors import EspError, InputError
 from ..image.reader import describe_non_image
 from ..ota_ops import OTA_SIZE_UNKNOWN, OTA_WITH_SEQUENTIAL_WRITES
+from ..idf_release import (
+    ADD_AUTH_CHECKED,
+    BULK_ERASE_IMAGE_LENGTH,
+    CHIP_REVISION_CHECK,
+    DECRYPT_CB,
+    HEAD_FALLBACK,
+    HTTP_304_416,
+    ONE_SHOT_OWN_ERRORS,
+    OTA_RESUMPTION,
+    PARTIAL_HTTP_DOWNLOAD,
+    RANGE_FROM_RESUME_OFFSET,
+    REDIRECT_DOWNGRADE_REFUSED,
+    RESUMPTION_CHECK_SPARES_PARTIAL,
+    SET_BOOT_ERROR_RETURNED,
+    VERIFY_WITH_BUNDLE,
+)
 from . import events as ev
 from .client import REDIRECT_STATUSES, HttpClient
 from .config import DEFAULT_MAX_AUTH_RETRIES, DEFAULT_REQUEST_SIZE, IMAGE_HEADER_SIZE, OnEvent, OnProgress, OtaConfig
@@ -56,7 +72,7 @@ class OtaResult:
     resumed_from: int = 0
     power_on: BootResult | None = None
     reboot: BootResult | None = None
-    set_boot_error: EspError | None = None  # logged, not returned, by releases up to v4.4.6
+    set_boot_error: EspError | None = None  # logged, not returned, by releases before the fix (idf_release.py)
 
 
 class EspHttpsOta:
@@ -66,7 +82,8 @@ class EspHttpsOta:
     def __init__(self, device: Device, config: OtaConfig, on_event: OnEvent | None = None):
         self.dev = device
         self.config = config
-        self.release = "newest" if device.settings.idf_release == "newest" else "v5"
+        self.idf = device.idf
+        self._events = ev.event_names(self.idf)
         self._on_event = on_event
         self.state = INIT
         self.client: HttpClient | None = None
@@ -87,7 +104,7 @@ class EspHttpsOta:
     # -- events ---------------------------------------------------------------------------------
     def post(self, name: str, data: int | None = None) -> None:
         """``esp_https_ota_dispatch_event``: events the running ESP-IDF release does not have are not posted."""
-        if name in ev.EVENT_IDS[self.release] and self._on_event is not None:
+        if name in self._events and self._on_event is not None:
             self._on_event(name, data)
 
     # -- HTTP ---------------------------------------------------------------------------------------
@@ -95,7 +112,7 @@ class EspHttpsOta:
         """``_http_handle_response_code``."""
         client = self.client
         assert client is not None
-        newest = self.release == "newest"
+        idf = self.idf
         if status in REDIRECT_STATUSES:
             if client.redirect_counter >= EMULATOR_REDIRECT_LIMIT:
                 raise EspError(
@@ -104,28 +121,25 @@ class EspHttpsOta:
                     "a device would follow them forever; the emulator stops here",
                 )
             client.set_redirection()
-        elif newest and status == 304:
+        elif idf.has(HTTP_304_416) and status == 304:
             raise EspError("ESP_ERR_HTTP_NOT_MODIFIED", "the server answered 304 Not Modified")
-        elif newest and status == 416:
+        elif idf.has(HTTP_304_416) and status == 416:
             raise EspError("ESP_ERR_HTTP_RANGE_NOT_SATISFIABLE", "the server answered 416 Range Not Satisfiable")
         elif status == 401:
             if self.auth_retries == 0:
                 raise EspError("ESP_FAIL", "the server kept answering 401 Unauthorized: reached max_authorization_retries")
             self.auth_retries -= 1
-            if not client.add_auth() and newest:
-                challenge = client.www_authenticate
-                raise EspError(
-                    "ESP_FAIL",
-                    "authorization failed: the server answered 401 "
-                    + (f"with an unsupported challenge {challenge!r}" if challenge else "without WWW-Authenticate"),
-                )
+            failed = client.add_auth()
+            if failed is not None and idf.has(ADD_AUTH_CHECKED):
+                raise EspError(failed.esp_err, f"authorization failed: {failed.message}")
         elif status in (403, 404):
             raise EspError("ESP_FAIL", f"file not found: the server answered {status} for {client.url}")
         elif 400 <= status < 500:
             raise EspError("ESP_FAIL", f"client error: the server answered {status} for {client.url}")
         elif status >= 500:
             raise EspError("ESP_FAIL", f"server error: the server answered {status} for {client.url}")
-        elif newest and self.ota_resumption and not self.config.partial_http_download and status != 206:
+        elif (self.ota_resumption and status != 206
+              and not (self.config.partial_http_download and idf.has(RESUMPTION_CHECK_SPARES_PARTIAL))):
             raise EspError(
                 "ESP_ERR_HTTP_RANGE_NOT_SATISFIABLE",
                 f"the server ignored the Range header (answered {status}, not 206)",
@@ -145,7 +159,7 @@ class EspHttpsOta:
                 return
 
     def _probe_length(self) -> None:
-        """The HEAD request of a partial download (and the newest release's ``Range: bytes=0-0`` fallback)."""
+        """The HEAD request of a partial download (and, from v6.0, the ``Range: bytes=0-0`` fallback)."""
         client = self.client
         assert client is not None
         client.set_method("HEAD")
@@ -153,7 +167,7 @@ class EspHttpsOta:
         status = client.status_code
         if status == 200:
             self.image_length = client.content_length
-        elif self.release == "v5":
+        elif not self.idf.has(HEAD_FALLBACK):
             raise EspError("ESP_FAIL", f"the HEAD request got status {status}, not 200")
         else:
             client.set_header("Range", "bytes=0-0")
@@ -164,11 +178,11 @@ class EspHttpsOta:
                 raise EspError("ESP_FAIL", f"the length probe (Range: bytes=0-0) got status {status}")
             client.delete_header("Range")
             self.image_length = client.content_length if status == 200 else client.content_range_total()
-        if self.image_length == -1:
+        if self.image_length == -1 and self.idf.has(HEAD_FALLBACK):
             raise EspError("ESP_FAIL", "the server did not say how long the image is (no Content-Length)")
         self.image_length -= self.enc_header
         client.close()
-        if self.release == "v5":
+        if not self.idf.has(RANGE_FROM_RESUME_OFFSET):
             if self.image_length > self.max_request:
                 client.set_header("Range", f"bytes=0-{self.max_request - 1}")
         else:
@@ -182,27 +196,31 @@ class EspHttpsOta:
     def begin(self) -> None:
         """``esp_https_ota_begin``."""
         self.post(ev.START)
-        http = self.config.http
-        if not http.verifies_server and not self.config.allow_http:
+        http, idf = self.config.http, self.idf
+        # Only the verification options are checked, not the URL: with cert_pem set, an http:// URL is
+        # fetched over plain TCP.
+        verifies = bool(http.cert_pem) or (http.crt_bundle and idf.has(VERIFY_WITH_BUNDLE))
+        if not verifies and not self.config.allow_http:
             raise EspError(
                 "ESP_ERR_INVALID_ARG",
-                "no option for server verification is enabled: give the root certificate (cert_pem) or use "
-                "the CA bundle, or allow plain HTTP (CONFIG_ESP_HTTPS_OTA_ALLOW_HTTP)",
+                "no option for server verification is enabled: give the root certificate (cert_pem)"
+                + (" or use the CA bundle" if idf.has(VERIFY_WITH_BUNDLE) else "")
+                + ", or allow plain HTTP (CONFIG_ESP_HTTPS_OTA_ALLOW_HTTP)",
             )
-        if urlsplit(http.url).scheme == "http" and not self.config.allow_http:
-            raise EspError(
-                "ESP_ERR_INVALID_ARG",
-                f"{http.url} is plain http://: refused unless plain HTTP is allowed (CONFIG_ESP_HTTPS_OTA_ALLOW_HTTP)",
-            )
+        if self.config.partial_http_download and not idf.has(PARTIAL_HTTP_DOWNLOAD):
+            raise EspError("ESP_ERR_NOT_SUPPORTED", f"ESP-IDF {idf} has no partial_http_download (v4.4 and newer)")
+        if self.config.decrypt is not None and not idf.has(DECRYPT_CB):
+            raise EspError("ESP_ERR_NOT_SUPPORTED", f"ESP-IDF {idf} has no decrypt_cb for pre-encrypted images (v5.0 and newer)")
         if self.config.ota_resumption:
-            if self.release != "newest":
-                raise EspError("ESP_ERR_NOT_SUPPORTED", "ota_resumption exists only in the newest ESP-IDF")
+            if not idf.has(OTA_RESUMPTION):
+                raise EspError("ESP_ERR_NOT_SUPPORTED", f"ESP-IDF {idf} has no ota_resumption as the emulator models it "
+                               "(v5.5.4 and newer)")
             if self.config.decrypt is not None:
                 raise EspError("ESP_ERR_NOT_SUPPORTED", "OTA resumption is not supported for pre-encrypted images")
             written = self.config.ota_image_bytes_written
             if written >= IMAGE_HEADER_SIZE:
                 self.binary_file_len = written & ~0xF if self.dev.flash_encryption_enabled else written
-        self.client = HttpClient(http)
+        self.client = HttpClient(http, refuse_redirect_downgrade=idf.has(REDIRECT_DOWNGRADE_REFUSED))
         try:
             self._begin_connect()
         except BaseException:
@@ -267,14 +285,13 @@ class EspHttpsOta:
         return self.config.decrypt(data)
 
     def _verify_image(self, data: bytes) -> None:
-        """The checks on the first bytes before anything is written: chip id (and, newest, chip revision)."""
+        """The checks on the first bytes before anything is written: chip id, then (from v5.5) the chip
+        revision range, each after its event."""
         chip = self.dev.chip
         if chip is None or chip.chip_id is None:
             raise InputError("the device's chip is not known (no bootloader found): give the chip as a setting")
         chip_id = int.from_bytes(data[12:14], "little")
         self.post(ev.VERIFY_CHIP_ID, chip_id)
-        min_rev = int.from_bytes(data[15:17], "little")
-        self.post(ev.VERIFY_CHIP_REVISION, min_rev)
         if chip_id != chip.chip_id:
             detail = f"; {_server_sent(data)}" if data[0] != 0xE9 else ""
             raise EspError(
@@ -282,8 +299,10 @@ class EspHttpsOta:
                 f"mismatch chip id: the device is {chip.name} (chip id {chip.chip_id}), "
                 f"the image is for chip id {chip_id}{detail}",
             )
-        if self.release != "newest":
+        if not self.idf.has(CHIP_REVISION_CHECK):
             return
+        min_rev = int.from_bytes(data[15:17], "little")
+        self.post(ev.VERIFY_CHIP_REVISION, min_rev)
         rev, max_rev = self.dev.chip_rev, int.from_bytes(data[17:19], "little")
         if rev < min_rev:
             raise EspError(
@@ -348,7 +367,8 @@ class EspHttpsOta:
         client, staging = self.client, self.staging
         assert client is not None and staging is not None
         if self.config.bulk_flash_erase:
-            erase_size = self.image_length if self.image_length > 0 else OTA_SIZE_UNKNOWN
+            known = self.image_length > 0 and self.idf.has(BULK_ERASE_IMAGE_LENGTH)
+            erase_size = self.image_length if known else OTA_SIZE_UNKNOWN
         else:
             erase_size = OTA_WITH_SEQUENTIAL_WRITES
         if self.state == BEGIN:
@@ -358,7 +378,10 @@ class EspHttpsOta:
             self.buffer = b""
             self.binary_file_len = 0
             if self.config.decrypt is not None:
-                data = self._decrypt(data)
+                try:
+                    data = self._decrypt(data)
+                except EspError as err:
+                    raise EspError("ESP_FAIL", f"decryption of the image header failed: {err}") from None
                 if not data:
                     raise EspError("ESP_FAIL", "decryption of the image header failed (the decrypt stage returned nothing)")
             self._verify_image(data)
@@ -373,7 +396,11 @@ class EspHttpsOta:
             if self.config.decrypt is not None:
                 data = self._decrypt(data)
                 if not data:
-                    return True
+                    raise EspError(
+                        "ESP_HTTPS_OTA_IN_PROGRESS",
+                        "the decrypt stage returned no bytes: esp_https_ota_perform then returns the state value "
+                        "ESP_HTTPS_OTA_IN_PROGRESS (2), not ESP_ERR_HTTPS_OTA_IN_PROGRESS, which ends the OTA",
+                    )
             return self._ota_write(data)
         if not client.is_complete_data_received():
             reason = client.body_error or "the server closed the connection"
@@ -452,10 +479,10 @@ class EspHttpsOta:
                 updated = True
                 self.post(ev.UPDATE_BOOT_PARTITION, self.staging.subtype)
             except EspError as err:
-                # Up to v4.4.6 (and v5.0.4, v5.1.2) a shadowed `err` made esp_https_ota_finish log this
-                # error and return ESP_OK: the boot partition silently stays as it was.
+                # Before the fix a shadowed `err` made esp_https_ota_finish log this error and return
+                # ESP_OK: the boot partition silently stays as it was.
                 self.set_boot_error = err
-                if self.dev.settings.idf_release != "v4":
+                if self.idf.has(SET_BOOT_ERROR_RETURNED):
                     error = err
         self.post(ev.FINISH)
         if error is not None:
@@ -497,14 +524,14 @@ def esp_https_ota(
 ) -> OtaResult:
     """``esp_https_ota()``: the one-shot update (begin, perform until done, finish; abort on error).
     ``on_progress`` gets what the advanced API's getters say between perform calls."""
-    release = "newest" if device.settings.idf_release == "newest" else "v5"
-    if config.ota_resumption and release == "newest":
+    own_errors = device.idf.has(ONE_SHOT_OWN_ERRORS)
+    if config.ota_resumption and own_errors:
         raise EspError("ESP_ERR_NOT_SUPPORTED", "OTA resumption is not supported by the one-shot esp_https_ota()")
     ota = EspHttpsOta(device, config, on_event)
     try:
         ota.begin()
     except EspError as err:
-        if release == "v5" and err.esp_err != "ESP_FAIL":  # v5.x returns ESP_FAIL whenever begin fails
+        if not own_errors and err.esp_err != "ESP_FAIL":  # older releases return ESP_FAIL whenever begin fails
             raise EspError("ESP_FAIL", f"esp_https_ota_begin failed with {err.esp_err}: {err.message}") from None
         raise
     try:
@@ -520,7 +547,7 @@ def esp_https_ota(
 def resumable_https_ota(
     device: Device, config: OtaConfig, on_event: OnEvent | None = None, on_progress: OnProgress | None = None
 ) -> OtaResult:
-    """The advanced-API update with ``ota_resumption`` (newest ESP-IDF), as ESP-IDF's example does it.
+    """The advanced-API update with ``ota_resumption`` (ESP-IDF v5.5.4 and newer), as ESP-IDF's example does it.
 
     Progress (bytes written to the slot) is kept in the device state under the URL, saved as the
     download goes and when it fails, so that the next run resumes with ``Range: bytes=N-``. A

@@ -1,6 +1,8 @@
-"""``ESP_HTTPS_OTA_EVENT`` ids and names, per ESP-IDF release (the numbering changed)."""
+"""``ESP_HTTPS_OTA_EVENT`` ids and names, per ESP-IDF release (the events came in v5.0.1, the numbering changed in v5.5)."""
 
 from __future__ import annotations
+
+from ..idf_release import CHIP_REVISION_CHECK, HTTPS_OTA_EVENTS, IdfRelease
 
 START = "ESP_HTTPS_OTA_START"
 CONNECTED = "ESP_HTTPS_OTA_CONNECTED"
@@ -13,16 +15,18 @@ UPDATE_BOOT_PARTITION = "ESP_HTTPS_OTA_UPDATE_BOOT_PARTITION"
 FINISH = "ESP_HTTPS_OTA_FINISH"
 ABORT = "ESP_HTTPS_OTA_ABORT"
 
-# esp_https_ota_event_t in enum order: v5.x has no VERIFY_CHIP_REVISION, newest inserted it after
-# VERIFY_CHIP_ID, shifting every later id by one.
-EVENT_IDS: dict[str, tuple[str, ...]] = {
-    "v5": (START, CONNECTED, GET_IMG_DESC, VERIFY_CHIP_ID, DECRYPT_CB, WRITE_FLASH,
-           UPDATE_BOOT_PARTITION, FINISH, ABORT),
-    "newest": (START, CONNECTED, GET_IMG_DESC, VERIFY_CHIP_ID, VERIFY_CHIP_REVISION, DECRYPT_CB,
-               WRITE_FLASH, UPDATE_BOOT_PARTITION, FINISH, ABORT),
-}
+_ENUM = (START, CONNECTED, GET_IMG_DESC, VERIFY_CHIP_ID, VERIFY_CHIP_REVISION, DECRYPT_CB, WRITE_FLASH,
+         UPDATE_BOOT_PARTITION, FINISH, ABORT)
 
 
-def event_id(name: str, idf_release: str) -> int:
-    """The numeric event id ESP-IDF ``idf_release`` ("v5" or "newest") posts for ``name``."""
-    return EVENT_IDS[idf_release].index(name)
+def event_names(idf: IdfRelease) -> tuple[str, ...]:
+    """``esp_https_ota_event_t`` of ``idf`` in enum order: none before v5.0.1; VERIFY_CHIP_REVISION from
+    v5.5 on, inserted after VERIFY_CHIP_ID (every later id shifted by one)."""
+    if not idf.has(HTTPS_OTA_EVENTS):
+        return ()
+    return tuple(name for name in _ENUM if name != VERIFY_CHIP_REVISION or idf.has(CHIP_REVISION_CHECK))
+
+
+def event_id(name: str, idf: IdfRelease) -> int:
+    """The numeric event id ESP-IDF ``idf`` posts for ``name``."""
+    return event_names(idf).index(name)

@@ -1,0 +1,142 @@
+"""ESP-IDF releases, and which app-side behaviours that changed between them each release has.
+
+A device follows one ESP-IDF release (the ``idf_release`` setting): a version such as ``v5.4.2``,
+``5.5`` or ``v6.0``, or one of the names ``v4``, ``v5`` and ``newest`` (see :data:`ALIASES`). Every
+behaviour the emulator reproduces differently per release is a :class:`Change` below, with the first
+release of each ESP-IDF branch that has it, read from ESP-IDF's release tags (fixes were often
+backported to older branches in a later patch release).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+from .errors import InputError
+
+OLDEST = (4, 3, 0)  # the first release with OTA_WITH_SEQUENTIAL_WRITES and esp_ota_abort
+NEWEST = (6, 0, 2)  # the newest release whose sources the emulator follows
+ALIASES = {
+    "v4": "v4.4.6",  # the last release with v4's esp_ota_write erase and esp_https_ota_finish
+    "v5": "v5.4.4",  # the v5.x behaviour before v5.5's OTA changes; the default
+    "newest": f"v{NEWEST[0]}.{NEWEST[1]}.{NEWEST[2]}",
+}
+DEFAULT = "v5"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One behaviour that changed: ``since`` names the first release of each branch that has it; the
+    last one is where it entered the mainline, so every later branch has it too."""
+
+    what: str
+    since: tuple[str, ...]
+
+    def in_release(self, version: tuple[int, int, int]) -> bool:
+        """Whether release ``version`` (major, minor, patch) has this behaviour."""
+        firsts = [_parse_version(v) for v in self.since]
+        for first in firsts:
+            if first[:2] == version[:2]:
+                return version >= first
+        return version > firsts[-1]
+
+
+@dataclass(frozen=True)
+class IdfRelease:
+    """The release a device follows, as (major, minor, patch)."""
+
+    version: tuple[int, int, int]
+
+    def has(self, change: Change) -> bool:
+        return change.in_release(self.version)
+
+    def __str__(self) -> str:
+        return "v{}.{}.{}".format(*self.version)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_version(text: str) -> tuple[int, int, int]:
+    match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.(\d+))?", text.strip())
+    if not match:
+        raise ValueError(text)
+    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+
+@functools.lru_cache(maxsize=64)
+def parse_release(name: str) -> IdfRelease:
+    """``v5.4.2``, ``5.5``, ``v6.0`` or an alias; refuses what the emulator does not know."""
+    known = f"v{OLDEST[0]}.{OLDEST[1]} to v{NEWEST[0]}.{NEWEST[1]}.x, or {', '.join(ALIASES)}"
+    try:
+        version = _parse_version(ALIASES.get(name, name))
+    except ValueError:
+        raise InputError(f"unknown ESP-IDF release {name!r} (give a version, {known})") from None
+    if not OLDEST <= version < (NEWEST[0], NEWEST[1] + 1, 0):
+        raise InputError(f"ESP-IDF {name} is outside the releases the emulator follows ({known})")
+    return IdfRelease(version)
+
+
+# -- esp_ota_ops.c ------------------------------------------------------------------------------------
+SEQUENTIAL_ERASE_FIX = Change(
+    "esp_ota_write: the last sector to erase comes from wrote_size + size - 1 (before: wrote_size + size, "
+    "one sector too many when a write ends on a sector boundary), and size 0 returns ESP_OK at once",
+    ("4.4.7", "5.0.6", "5.1.3", "5.2"),
+)
+OTA_RESUME = Change("esp_ota_resume() exists", ("5.3.3", "5.4.2", "5.5"))
+BEGIN_INVALIDATES_INACTIVE_OTADATA = Change(
+    "esp_ota_begin erases the inactive otadata sector when the bootloader has rollback", ("5.5",)
+)
+REWRITE_KEEPS_SELECTED_SLOT = Change(
+    "esp_ota_set_boot_partition of the slot otadata already selects rewrites the same sector, same seq", ("6.0",)
+)
+
+# -- esp_https_ota.c and esp_http_client.c ----------------------------------------------------------------
+VERIFY_WITH_BUNDLE = Change(
+    "esp_https_ota_begin counts the CA bundle (and the global CA store) as server verification, not only cert_pem",
+    ("4.3.4",),
+)
+PARTIAL_HTTP_DOWNLOAD = Change("esp_https_ota has partial_http_download", ("4.4",))
+DECRYPT_CB = Change("esp_https_ota has decrypt_cb (pre-encrypted images)", ("5.0",))
+HTTPS_OTA_EVENTS = Change("esp_https_ota posts ESP_HTTPS_OTA_EVENT events", ("5.0.1",))
+SET_BOOT_ERROR_RETURNED = Change(
+    "esp_https_ota_finish returns esp_ota_set_boot_partition's error (before: a shadowed variable logs it "
+    "and ESP_OK is returned)",
+    ("4.4.7", "5.0.5", "5.1.3", "5.2"),
+)
+BULK_ERASE_IMAGE_LENGTH = Change(
+    "bulk_flash_erase erases the image length when the server announced it (before: the whole slot)", ("5.3",)
+)
+CHIP_REVISION_CHECK = Change(
+    "the first bytes are checked against the chip revision range, after the chip id, with an "
+    "ESP_HTTPS_OTA_VERIFY_CHIP_REVISION event (inserted after VERIFY_CHIP_ID, later ids shifted)",
+    ("5.5",),
+)
+HTTP_304_416 = Change("a 304 answer is ESP_ERR_HTTP_NOT_MODIFIED, a 416 ESP_ERR_HTTP_RANGE_NOT_SATISFIABLE", ("5.5",))
+ADD_AUTH_CHECKED = Change(
+    "a 401 whose challenge cannot be answered ends the OTA with esp_http_client_add_auth's error", ("5.5",)
+)
+RANGE_FROM_RESUME_OFFSET = Change(
+    "partial download: the first Range starts at the resume offset and ends at the image length", ("5.5",)
+)
+ONE_SHOT_OWN_ERRORS = Change(
+    "esp_https_ota() returns esp_https_ota_begin's own error (before: ESP_FAIL) and refuses ota_resumption",
+    ("5.5",),
+)
+OTA_RESUMPTION = Change(
+    "ota_resumption: Range: bytes=N- from the saved offset, any answer but 206 restarts from byte 0 "
+    "(v5.5 to v5.5.3 wrote a 200 answer's whole image at offset N: not modelled, refused)",
+    ("5.5.4",),
+)
+RESUMPTION_CHECK_SPARES_PARTIAL = Change(
+    "the ota_resumption 206 check leaves partial downloads alone (v5.5.x compiled that exemption out)", ("6.0",)
+)
+HEAD_FALLBACK = Change(
+    "partial download: a HEAD answered other than 200 is retried as GET Range: bytes=0-0, and no image "
+    "length is an error (before: ESP_FAIL; without a length the whole body came in one GET)",
+    ("6.0",),
+)
+REDIRECT_DOWNGRADE_REFUSED = Change(
+    "an https:// origin may only redirect to an https:// Location, even a relative one is refused "
+    "(ESP_ERR_HTTP_REDIRECT_DOWNGRADE)",
+    ("5.5.5", "6.1"),
+)

@@ -1,0 +1,62 @@
+"""The ESP-IDF release setting: versions, the v4/v5/newest names, and how a change's first releases
+per branch decide which releases have it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from esp_ota_emu.cli.main import cli
+from esp_ota_emu.errors import EXIT_BAD_INPUT, InputError
+from esp_ota_emu.idf_release import ALIASES, Change, parse_release
+from helpers_flash import make_flash, sample
+
+LAYOUT = """nvs, data, nvs, 0x9000, 0x4000,
+otadata, data, ota, 0xd000, 0x2000,
+ota_0, app, ota_0, 0x10000, 0x20000,
+ota_1, app, ota_1, 0x30000, 0x20000,
+"""
+
+
+@pytest.mark.parametrize("text,version", [("v5.5.2", (5, 5, 2)), ("5.5", (5, 5, 0)), ("v6.0", (6, 0, 0)),
+                                          ("v4.3", (4, 3, 0)), ("v6.0.9", (6, 0, 9))])
+def test_versions(text, version):
+    assert parse_release(text).version == version
+
+
+def test_names_stand_for_versions():
+    assert {name: str(parse_release(name)) for name in ALIASES} == ALIASES
+    assert str(parse_release("v5")) == "v5.4.4"
+
+
+@pytest.mark.parametrize("text", ["v4.2.5", "v6.1", "v7", "latest", "5", ""])
+def test_unknown_releases_are_refused(text):
+    with pytest.raises(InputError) as err:
+        parse_release(text)
+    assert "v4.3 to v6.0.x" in str(err.value)
+
+
+def test_a_change_is_in_later_patches_of_its_branches_and_in_every_later_branch():
+    fix = Change("a backported fix", ("4.4.7", "5.0.6", "5.2"))
+    has = {v: parse_release(v).has(fix) for v in
+           ("v4.3.7", "v4.4.6", "v4.4.7", "v5.0.5", "v5.0.6", "v5.1.7", "v5.2", "v5.4.4", "v6.0")}
+    assert has == {"v4.3.7": False, "v4.4.6": False, "v4.4.7": True, "v5.0.5": False, "v5.0.6": True,
+                   "v5.1.7": False, "v5.2": True, "v5.4.4": True, "v6.0": True}
+    backport_only = Change("in one patch release, not yet in the next branch", ("5.5.5", "6.1"))
+    assert [parse_release(v).has(backport_only) for v in ("v5.5.4", "v5.5.5", "v6.0.2")] == [False, True, False]
+
+
+def test_cli_setting_persists_and_is_shown(realdata, tmp_path):
+    flash = make_flash(tmp_path / "f.bin", realdata, LAYOUT, {"ota_0": sample("v1")}, size=1 << 20)
+    runner = CliRunner()
+    default = runner.invoke(cli, ["info", str(flash)])
+    assert "(ESP-IDF v5 = v5.4.4 app behaviour)" in default.output
+    chosen = runner.invoke(cli, ["info", str(flash), "--idf-release", "v5.5.2", "--json"])
+    report = json.loads(chosen.output)
+    assert (report["idf_release"], report["idf_version"]) == ("v5.5.2", "v5.5.2")
+    again = runner.invoke(cli, ["info", str(flash)])  # the sidecar keeps it
+    assert "(ESP-IDF v5.5.2 app behaviour)" in again.output
+    bad = runner.invoke(cli, ["info", str(flash), "--idf-release", "v6.1"])
+    assert bad.exit_code == EXIT_BAD_INPUT and "outside the releases the emulator follows" in bad.output
