@@ -23,7 +23,10 @@ from esp_ota_emu.cli.main import cli
 from esp_ota_emu.device import Device
 from esp_ota_emu.errors import EXIT_OTA_FAILED, EspError
 from esp_ota_emu.https_ota import api
+from esp_ota_emu.https_ota.config import HttpConfig, OtaConfig
+from esp_ota_emu.https_ota.engine import EspHttpsOta
 from esp_ota_emu.testserver import Faults, serve_files
+from helpers_flash import real_app
 
 SLOT, SLOT_SIZE = 0x150000, 0x140000
 OTADATA = 0xE000
@@ -318,6 +321,31 @@ def test_resume_after_interruption(flash, app):
     assert not any(name.startswith("ESP_HTTPS_OTA_VERIFY") for name, _ in events)
     with Device.open(flash) as dev:
         assert dev.state.resume == {}
+
+
+def test_resumed_advanced_ota_reads_the_app_description_from_the_slot(flash, realdata):
+    """ESP-IDF's advanced example calls esp_https_ota_get_img_desc before perform. On a resumed OTA the
+    description is already in the slot: it is read from there, and the body is written on from the
+    saved offset, not from 1024 bytes later."""
+    app = real_app(realdata)
+    with serve_files({"app.bin": app}, faults=Faults(drop_after=100_000)) as srv:
+        url = srv.url("app.bin")
+        err, _ = run(flash, url, srv.tls.ca_pem, idf_release="newest", resume=True)
+        assert err.esp_err == "ESP_FAIL"
+        srv.faults.drop_after = None
+        srv.requests.clear()
+        with Device.open(flash) as dev:
+            config = OtaConfig(HttpConfig(url, cert_pem=srv.tls.ca_pem.read_text()), ota_resumption=True,
+                               ota_image_bytes_written=100_000)
+            ota = EspHttpsOta(dev, config)
+            ota.begin()
+            desc = ota.get_img_desc()
+            while ota.perform():
+                pass
+            assert ota.finish()
+        assert [r.range for r in srv.requests] == ["bytes=100000-"]
+    assert desc == app[32 : 32 + 256]
+    assert flash.read_bytes()[SLOT : SLOT + len(app)] == app
 
 
 @pytest.mark.parametrize("fault", ["ignore_range", "range_not_satisfiable"])

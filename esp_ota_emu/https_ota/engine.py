@@ -441,14 +441,20 @@ class EspHttpsOta:
         return self.client is not None and self.client.is_complete_data_received()
 
     def get_img_desc(self) -> bytes:
-        """``esp_https_ota_get_img_desc``: the 256-byte esp_app_desc_t of the image (only before the first perform)."""
+        """``esp_https_ota_get_img_desc``: the 256-byte esp_app_desc_t of the image (only before the first
+        perform): from the body's first 1024 bytes, or, when resuming, from the slot."""
         self.post(ev.GET_IMG_DESC)
         if self.config.decrypt is not None:
             raise EspError("ESP_ERR_NOT_SUPPORTED", "the image description cannot be read from an encrypted image")
         if self.state < BEGIN:
             raise EspError("ESP_ERR_INVALID_STATE", "esp_https_ota_get_img_desc: begin did not succeed")
-        self.buffer = self._read_header()
-        desc = self.buffer[_APP_DESC_OFFSET : _APP_DESC_OFFSET + 256]
+        if self.binary_file_len >= _APP_DESC_OFFSET + 256:
+            # a resumed OTA: the description is already in the slot, and the body continues past it
+            assert self.staging is not None
+            desc = self.dev.io.read(self.staging, _APP_DESC_OFFSET, 256)
+        else:
+            self.buffer = self._read_header()
+            desc = self.buffer[_APP_DESC_OFFSET : _APP_DESC_OFFSET + 256]
         if int.from_bytes(desc[:4], "little") != _APP_DESC_MAGIC:
             raise EspError("ESP_FAIL", "incorrect app descriptor magic")
         return desc
