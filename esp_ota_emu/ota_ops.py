@@ -261,10 +261,14 @@ class OtaOps:
         if it is None:
             raise EspError("ESP_ERR_NOT_FOUND", f"no OTA in progress with handle {handle}")
         try:
-            if it.wrote_size == 0 and not it.partial:
-                raise EspError("ESP_ERR_INVALID_ARG", "nothing was written")
+            if it.wrote_size == 0:  # bytes still in the flash-encryption cache do not count
+                raise EspError("ESP_ERR_INVALID_ARG", "nothing was written" + (
+                    f" (only {len(it.partial)} bytes, held for a 16-byte encrypted write)" if it.partial else ""))
             if it.partial:
-                self.dev.io.write(it.partition, it.wrote_size, bytes(it.partial).ljust(16, it.partial_fill))
+                try:
+                    self.dev.io.write(it.partition, it.wrote_size, bytes(it.partial).ljust(16, it.partial_fill))
+                except EspError as err:
+                    raise EspError("ESP_ERR_INVALID_STATE", f"writing the last cached bytes failed: {err.message}") from None
                 it.wrote_size += 16
             result = self.dev.verify_partition(it.partition)
             if not result.ok:

@@ -17,7 +17,9 @@ from click.testing import CliRunner
 
 from esp_ota_emu.cli.main import cli
 from esp_ota_emu.device import Device
+from esp_ota_emu.errors import EspError
 from esp_ota_emu.local_ota import ota_from_file
+from esp_ota_emu.ota_ops import OTA_WITH_SEQUENTIAL_WRITES
 from esp_ota_emu.partitions import PartitionTable
 from helpers_flash import SAMPLES, SMALL_LAYOUT, SMALL_OTADATA, make_flash, sample
 
@@ -101,6 +103,20 @@ def test_ota_writes_ciphertext_that_espsecure_decrypts(fe_flash, key, tmp_path):
         boot = dev.boot()
         assert boot.booted.label == "ota_0" and boot.version == "2.0.0"
     assert espsecure_decrypt(tmp_path, raw, key, 0x40000) == v2
+
+
+def test_end_after_fewer_than_16_bytes_writes_nothing(fe_flash):
+    """esp_ota_end checks wrote_size before it flushes the 16-byte cache: bytes still held there do
+    not count, and they never reach the (erased) flash."""
+    path, _ = fe_flash
+    with Device.open(path) as dev:
+        slot = dev.partitions.find("ota_0")
+        h = dev.ota.begin(slot, OTA_WITH_SEQUENTIAL_WRITES)
+        dev.ota.write(h, sample("v2")[:10])  # erases the first sector, caches the 10 bytes
+        with pytest.raises(EspError) as err:
+            dev.ota.end(h)
+        assert err.value.esp_err == "ESP_ERR_INVALID_ARG"
+        assert dev.flash.is_erased(slot.offset, 0x1000)
 
 
 def test_https_ota_on_an_encrypted_device(fe_flash, key, tmp_path):
