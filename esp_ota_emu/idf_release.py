@@ -112,6 +112,9 @@ CHIP_REVISION_CHECK = Change(
     ("5.5",),
 )
 HTTP_304_416 = Change("a 304 answer is ESP_ERR_HTTP_NOT_MODIFIED, a 416 ESP_ERR_HTTP_RANGE_NOT_SATISFIABLE", ("5.5",))
+AUTH_RETRY_LIMIT = Change(
+    "esp_https_ota gives up after max_authorization_retries 401 answers (before: it asks again forever)", ("5.1",)
+)
 ADD_AUTH_CHECKED = Change(
     "a 401 whose challenge cannot be answered ends the OTA with esp_http_client_add_auth's error", ("5.5",)
 )

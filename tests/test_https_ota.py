@@ -438,7 +438,12 @@ def test_wrong_password_gives_up_after_the_retries(flash, app):
         err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, username="ota", password="wrong",
                      idf_release="newest")
         assert len(srv.requests) == 11 and all(r.status == 401 for r in srv.requests)
-    assert err.esp_err == "ESP_FAIL" and "max_authorization_retries" in err.message
+        assert err.esp_err == "ESP_FAIL" and "max_authorization_retries" in err.message
+        srv.requests.clear()
+        err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, username="ota", password="wrong",
+                     idf_release="v5.0.9")  # no max_authorization_retries before v5.1: a device asks forever
+        assert len(srv.requests) == 51 and all(r.status == 401 for r in srv.requests)
+    assert err.esp_err == "ESP_FAIL" and "forever" in err.message
 
 
 @pytest.mark.parametrize("idf_release,requests,esp_err", [("v5", 11, "ESP_FAIL"), ("v5.5", 1, "ESP_ERR_NOT_SUPPORTED")])

@@ -18,6 +18,7 @@ from ..image.reader import describe_non_image
 from ..ota_ops import OTA_SIZE_UNKNOWN, OTA_WITH_SEQUENTIAL_WRITES
 from ..idf_release import (
     ADD_AUTH_CHECKED,
+    AUTH_RETRY_LIMIT,
     BULK_ERASE_IMAGE_LENGTH,
     CHIP_REVISION_CHECK,
     DECRYPT_CB,
@@ -44,8 +45,8 @@ if TYPE_CHECKING:
 # esp_https_ota_state
 INIT, BEGIN, IN_PROGRESS, SUCCESS, RESUME = range(5)
 
-# esp_https_ota's own redirect loop has no limit (a device follows a redirect cycle forever); the
-# emulator stops after this many hops and says so.
+# esp_https_ota's own redirect loop has no limit (a device follows a redirect cycle forever), nor,
+# before v5.1, its 401 loop; the emulator stops after this many answers in a row and says so.
 EMULATOR_REDIRECT_LIMIT = 50
 
 _APP_DESC_OFFSET = 24 + 8  # esp_image_header_t + esp_image_segment_header_t
@@ -97,6 +98,7 @@ class EspHttpsOta:
         self.ota_resumption = config.ota_resumption
         retries = config.http.max_authorization_retries
         self.auth_retries = DEFAULT_MAX_AUTH_RETRIES if retries == 0 else max(retries, 0)
+        self.unauthorized = 0  # 401 answers so far, where the release has no max_authorization_retries
         self.enc_header = config.enc_img_header_size if config.decrypt is not None else 0
         self.resumed_from = 0
         self.set_boot_error: EspError | None = None  # what esp_ota_set_boot_partition returned in finish
@@ -126,9 +128,18 @@ class EspHttpsOta:
         elif idf.has(HTTP_304_416) and status == 416:
             raise EspError("ESP_ERR_HTTP_RANGE_NOT_SATISFIABLE", "the server answered 416 Range Not Satisfiable")
         elif status == 401:
-            if self.auth_retries == 0:
+            if not idf.has(AUTH_RETRY_LIMIT):
+                self.unauthorized += 1
+                if self.unauthorized > EMULATOR_REDIRECT_LIMIT:
+                    raise EspError(
+                        "ESP_FAIL",
+                        f"{self.unauthorized - 1} answers 401 Unauthorized in a row: before v5.1 esp_https_ota asks "
+                        "again forever; the emulator stops here",
+                    )
+            elif self.auth_retries == 0:
                 raise EspError("ESP_FAIL", "the server kept answering 401 Unauthorized: reached max_authorization_retries")
-            self.auth_retries -= 1
+            else:
+                self.auth_retries -= 1
             failed = client.add_auth()
             if failed is not None and idf.has(ADD_AUTH_CHECKED):
                 raise EspError(failed.esp_err, f"authorization failed: {failed.message}")
