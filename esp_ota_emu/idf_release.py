@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .errors import InputError
 
-OLDEST = (4, 3, 0)  # the first release with OTA_WITH_SEQUENTIAL_WRITES and esp_ota_abort
+OLDEST = (4, 3, 3)  # see HEADER_FIRST
 NEWEST = (6, 0, 2)  # the newest release whose sources the emulator follows
 ALIASES = {
     "v4": "v4.4.6",  # the last release with v4's esp_ota_write erase and esp_https_ota_finish
@@ -66,12 +66,12 @@ def _parse_version(text: str) -> tuple[int, int, int]:
 @functools.lru_cache(maxsize=64)
 def parse_release(name: str) -> IdfRelease:
     """``v5.4.2``, ``5.5``, ``v6.0`` or an alias; refuses what the emulator does not know."""
-    known = f"v{OLDEST[0]}.{OLDEST[1]} to v{NEWEST[0]}.{NEWEST[1]}.x, or {', '.join(ALIASES)}"
+    known = "v{}.{}.{} to v{}.{}.x except v4.4.0, or {}".format(*OLDEST, *NEWEST[:2], ", ".join(ALIASES))
     try:
         version = _parse_version(ALIASES.get(name, name))
     except ValueError:
         raise InputError(f"unknown ESP-IDF release {name!r} (give a version, {known})") from None
-    if not OLDEST <= version < (NEWEST[0], NEWEST[1] + 1, 0):
+    if not OLDEST <= version < (NEWEST[0], NEWEST[1] + 1, 0) or not HEADER_FIRST.in_release(version):
         raise InputError(f"ESP-IDF {name} is outside the releases the emulator follows ({known})")
     return IdfRelease(version)
 
@@ -91,6 +91,12 @@ REWRITE_KEEPS_SELECTED_SLOT = Change(
 )
 
 # -- esp_https_ota.c and esp_http_client.c ----------------------------------------------------------------
+# Every release the emulator follows has this; the ones before it are refused (parse_release).
+HEADER_FIRST = Change(
+    "esp_https_ota reads the first 1024 bytes as the image header and checks its chip id before writing "
+    "(before: no chip id check, and a 289-byte header only for esp_https_ota_get_img_desc)",
+    ("4.3.3", "4.4.1"),
+)
 VERIFY_WITH_BUNDLE = Change(
     "esp_https_ota_begin counts the CA bundle (and the global CA store) as server verification, not only cert_pem",
     ("4.3.4",),
