@@ -168,6 +168,26 @@ def test_chip_mismatch_changes_nothing(flash, realdata):
     assert flash.read_bytes() == before  # sequential erase: nothing was erased before the check
 
 
+@pytest.mark.parametrize("idf_release", ["v5.4.4", "v5.5"])
+def test_too_new_chip_revision_per_release(flash, app, idf_release):
+    """An image for chip revision v3.1 and newer on a v3.0 ESP32. From v5.5 esp_https_ota refuses it on
+    the first bytes, before any write; before, the whole image lands in the slot and esp_ota_end's
+    esp_image_verify refuses it. The header is outside the checksum, and this image has no SHA-256."""
+    v31 = app[:15] + (301).to_bytes(2, "little") + app[17:]
+    before = flash.read_bytes()
+    with serve_files({"app.bin": v31}) as srv:
+        err, events = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release=idf_release)
+    after = flash.read_bytes()
+    assert "Image requires chip rev >= v3.1, but chip is v3.0" in err.message
+    assert after[OTADATA : OTADATA + 2 * SECTOR] == before[OTADATA : OTADATA + 2 * SECTOR]
+    if idf_release == "v5.5":
+        assert err.esp_err == "ESP_ERR_INVALID_VERSION" and after == before
+        assert events[-2:] == [("ESP_HTTPS_OTA_VERIFY_CHIP_REVISION", 301), ("ESP_HTTPS_OTA_ABORT", None)]
+    else:
+        assert err.esp_err == "ESP_ERR_OTA_VALIDATE_FAILED" and after[SLOT : SLOT + len(v31)] == v31
+        assert events[-1] == ("ESP_HTTPS_OTA_FINISH", None)  # esp_https_ota_finish ran esp_ota_end
+
+
 def test_bulk_erase_failure_touches_only_the_slot(flash, realdata):
     s2_app = (realdata / "esptool/images/esp_idf_blink_esp32s2.bin").read_bytes()
     before = flash.read_bytes()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import EspError, InputError
 from ..image.reader import describe_non_image
+from ..image.verify import chip_revision_problem
 from ..ota_ops import OTA_SIZE_UNKNOWN, OTA_WITH_SEQUENTIAL_WRITES
 from ..idf_release import (
     ADD_AUTH_CHECKED,
@@ -314,19 +315,9 @@ class EspHttpsOta:
             return
         min_rev = int.from_bytes(data[15:17], "little")
         self.post(ev.VERIFY_CHIP_REVISION, min_rev)
-        rev, max_rev = self.dev.chip_rev, int.from_bytes(data[17:19], "little")
-        if rev < min_rev:
-            raise EspError(
-                "ESP_ERR_INVALID_VERSION",
-                f"the image needs chip revision v{min_rev // 100}.{min_rev % 100} or newer, "
-                f"the device is v{rev // 100}.{rev % 100}",
-            )
-        if max_rev not in (0, 0xFFFF) and rev > max_rev:
-            raise EspError(
-                "ESP_ERR_INVALID_VERSION",
-                f"the image supports chip revisions up to v{max_rev // 100}.{max_rev % 100}, "
-                f"the device is v{rev // 100}.{rev % 100}",
-            )
+        problem = chip_revision_problem(min_rev, int.from_bytes(data[17:19], "little"), self.dev.chip_rev)
+        if problem is not None:
+            raise EspError("ESP_ERR_INVALID_VERSION", problem)
 
     def _ota_write(self, data: bytes) -> bool:
         """``_ota_write``: esp_ota_write, then WRITE_FLASH with the running total (posted even on error).

@@ -89,14 +89,22 @@ def _check_chip(
         raise _Fail("ESP_FAIL", f"mismatch chip ID, expected {chip.chip_id}, found {header.chip_id}")
     if chip_rev is None:
         return
-    if header.min_chip_rev_full > chip_rev:
-        raise _Fail(
-            "ESP_FAIL",
-            f"Image requires chip rev >= {_rev(header.min_chip_rev_full)}, but chip is {_rev(chip_rev)}",
-        )
-    max_rev = header.max_chip_rev_full
-    if not is_bootloader and _rev_set(max_rev) and chip_rev > max_rev and not disable_wafer_version_major:
-        raise _Fail("ESP_FAIL", f"Image requires chip rev <= {_rev(max_rev)}, but chip is {_rev(chip_rev)}")
+    problem = chip_revision_problem(
+        header.min_chip_rev_full, header.max_chip_rev_full, chip_rev,
+        check_max=not is_bootloader and not disable_wafer_version_major,
+    )
+    if problem is not None:
+        raise _Fail("ESP_FAIL", problem)
+
+
+def chip_revision_problem(min_rev: int, max_rev: int, chip_rev: int, *, check_max: bool = True) -> str | None:
+    """bootloader_common_check_chip_revision_validity(): what is wrong with the image's chip revision
+    range (major*100+minor; a maximum of 0 or 0xFFFF means none) for a chip of ``chip_rev``, or None."""
+    if min_rev > chip_rev:
+        return f"Image requires chip rev >= {_rev(min_rev)}, but chip is {_rev(chip_rev)}"
+    if check_max and _rev_set(max_rev) and chip_rev > max_rev:
+        return f"Image requires chip rev <= {_rev(max_rev)}, but chip is {_rev(chip_rev)}"
+    return None
 
 
 def _check_efuse_blk(view: memoryview, data_offset: int, data_len: int, efuse_blk_rev: int) -> None:
