@@ -297,6 +297,15 @@ def test_timing_model_slows_devices_down(template, server, app, model):
     assert report.timing == model.to_json()
 
 
+def test_link_pacing_without_ota_events(template, server, app):
+    """ESP-IDF v4.4 posts no ESP_HTTPS_OTA_EVENTs: the link is still paced and the bytes counted."""
+    model = TimingModel(bandwidth=4e6)
+    report = fleet(template, server, 1, settings=DeviceSettings(rollback=True, idf_release="v4.4.7"), timing=model)
+    link = (len(app) - TCP_WINDOW) / (model.bandwidth / 8) - MIN_SLEEP
+    assert report.outcomes == {"updated": 1}
+    assert report.devices[0].bytes_written == len(app) and report.devices[0].download_s >= link
+
+
 # -- report arithmetic ----------------------------------------------------------------------------
 def test_percentiles_match_the_statistics_module():
     values = sorted(random.Random(5).uniform(0, 10) for _ in range(101))

@@ -22,7 +22,6 @@ from ..device import Device, DeviceSettings, DeviceState
 from ..errors import EXIT_NO_BOOTABLE, EspError
 from ..formats.app_desc import c_text
 from ..formats.otadata import OtaState
-from ..https_ota import events as ev
 from .cow import FlashTemplate, private_bytes
 from .timing import DeviceClock, TimingModel
 
@@ -192,19 +191,18 @@ def run_device(
     watch = _Watch(clock)
     marks: dict[str, float] = {}
 
-    def on_event(name: str, data: int | None) -> None:
-        if name == ev.START:
-            marks["start"] = time.monotonic()
-        elif name == ev.WRITE_FLASH and data is not None:
-            out.bytes_written = data
-            if clock is not None:
-                clock.received(data)
-            marks["write"] = time.monotonic()
+    def on_progress(written: int, _size: int) -> None:
+        # between esp_https_ota_perform calls, so that releases without events (before v5.0.1) are paced too
+        out.bytes_written = written
+        if clock is not None:
+            clock.received(written)
+        marks["write"] = time.monotonic()
 
     try:
         with _watching(watch):
             try:
-                result = dev.https_ota(url, on_event=on_event, **(ota_options or {}))
+                marks["start"] = time.monotonic()
+                result = dev.https_ota(url, on_progress=on_progress, **(ota_options or {}))
             except EspError as err:
                 out.esp_err, out.message = err.esp_err, err.message
                 out.booted = dev.state.running
