@@ -32,7 +32,7 @@ def device_options(func):
     @click.option("--chip", default=None, help="Chip of the device (default: detected from the bootloader).")
     @click.option("--chip-rev", default=None, help="Chip revision, e.g. 3.0 or 301 (major*100+minor).")
     @click.option("--idf-release", default=None, metavar="VERSION",
-                  help="Follow this ESP-IDF release where releases differ: v4.3.3 to v6.0.x (e.g. v5.5.2), "
+                  help="Follow this ESP-IDF release where releases differ: v4.3.3 to v6.0.x except v4.4.0 (e.g. v5.5.2), "
                   "or v4 (= v4.4.6), v5 (= v5.4.4, the default), newest (= v6.0.2).")
     @click.option("--partition-table-offset", default=None, help="Partition table offset (default 0x8000).")
     @click.option("--rollback/--no-rollback", default=None,
