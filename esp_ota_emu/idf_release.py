@@ -97,6 +97,22 @@ HEADER_FIRST = Change(
     "(before: no chip id check, and a 289-byte header only for esp_https_ota_get_img_desc)",
     ("4.3.3", "4.4.1"),
 )
+HEADER_1024 = Change(
+    "esp_https_ota reads a 1024-byte image header, also its smallest read buffer, and get_img_desc checks "
+    "the description's magic (before: 289 bytes, the image, segment and app description headers and one more)",
+    ("5.0",),
+)
+HEADER_COUNTED_ONCE = Change(
+    "the first esp_https_ota_perform counts the header bytes once (before: read_header's count stayed and "
+    "the write added it again, so image_len_read ran a header ahead and partial downloads asked for the "
+    "wrong ranges)",
+    ("5.0.6", "5.1.3", "5.2"),
+)
+ENC_IMG_HEADER_SIZE = Change(
+    "esp_https_ota_config_t.enc_img_header_size: a pre-encrypted image's header is left out of the image "
+    "length and the Range offsets",
+    ("5.0.6", "5.1.3", "5.2"),
+)
 VERIFY_WITH_BUNDLE = Change(
     "esp_https_ota_begin counts the CA bundle (and the global CA store) as server verification, not only cert_pem",
     ("4.3.4",),
@@ -126,6 +142,11 @@ ADD_AUTH_CHECKED = Change(
 )
 RANGE_FROM_RESUME_OFFSET = Change(
     "partial download: the first Range starts at the resume offset and ends at the image length", ("5.5",)
+)
+DESC_FROM_SLOT = Change(
+    "esp_https_ota_get_img_desc reads the description from the slot when the header is already there "
+    "(a resumed OTA); before, it always read the next bytes of the body",
+    ("5.5",),
 )
 ONE_SHOT_OWN_ERRORS = Change(
     "esp_https_ota() returns esp_https_ota_begin's own error (before: ESP_FAIL) and refuses ota_resumption",

@@ -81,7 +81,10 @@ def otadata_entry(seq: int, state: int = 0xFFFFFFFF, label: bytes = b"\xff" * 20
 
 @pytest.mark.parametrize("idf_release", ["v4.4.7", "v5.0", "v5.0.1", "v5", "v5.5", "newest"])
 def test_ota_writes_image_events_and_otadata(flash, app, idf_release):
-    """The same bytes on flash in every release; the events came in v5.0.1, VERIFY_CHIP_REVISION in v5.5."""
+    """The same bytes on flash in every release; the events came in v5.0.1, VERIFY_CHIP_REVISION in v5.5.
+    Before v5.0.6 the first perform counted the header twice: the byte count runs a header ahead
+    (289 bytes before v5.0, 1024 after)."""
+    ahead = {"v4.4.7": 289, "v5.0": 1024, "v5.0.1": 1024}.get(idf_release, 0)
     before = flash.read_bytes()
     with serve_files({"app.bin": app}) as srv:
         result, events = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release=idf_release)
@@ -89,7 +92,7 @@ def test_ota_writes_image_events_and_otadata(flash, app, idf_release):
         request = srv.requests[0]
         assert request.header("User-Agent") == "ESP32 HTTP Client/1.0"
         assert {k.lower() for k, _ in request.headers} == {"host", "user-agent"}
-    assert result.partition == "app1" and result.boot_partition_updated and result.bytes_written == len(app)
+    assert result.partition == "app1" and result.boot_partition_updated and result.bytes_written == len(app) + ahead
     assert result.power_on is not None and result.power_on.booted.label == "app0"
     verify = [("ESP_HTTPS_OTA_VERIFY_CHIP_ID", 0)]
     if idf_release in ("v5.5", "newest"):
@@ -98,7 +101,7 @@ def test_ota_writes_image_events_and_otadata(flash, app, idf_release):
         ("ESP_HTTPS_OTA_START", None),
         ("ESP_HTTPS_OTA_CONNECTED", None),
         *verify,
-        *[("ESP_HTTPS_OTA_WRITE_FLASH", n) for n in write_flash_steps(len(app))],
+        *[("ESP_HTTPS_OTA_WRITE_FLASH", n + ahead) for n in write_flash_steps(len(app))],
         ("ESP_HTTPS_OTA_UPDATE_BOOT_PARTITION", 0x11),
         ("ESP_HTTPS_OTA_FINISH", None),
     ])
@@ -288,6 +291,45 @@ def test_partial_download_request_sequence(flash, app, idf_release, size):
     assert seen == [("HEAD", None)] + [("GET", r) for r in _expected_ranges(len(app), size, idf_release)]
     assert flash.read_bytes()[SLOT : SLOT + len(app)] == app
     assert events[-1] == ("ESP_HTTPS_OTA_FINISH", None)
+
+
+def test_partial_download_before_the_header_count_fix(flash, app):
+    """Until v5.0.6 and v5.1.3 the first perform counted the 1024 header bytes twice. A partial download
+    then asks for its second range 1024 bytes too late, and esp_ota_end refuses the image with the hole;
+    an image that fits in one range never reaches the end state: ESP_OK, but no boot switch."""
+    otadata_before = flash.read_bytes()[OTADATA : OTADATA + 2 * SECTOR]
+    with serve_files({"app.bin": app}) as srv:
+        err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="v5.1.2",
+                     partial_http_download=True, max_http_request_size=100_000)
+        ranges = [r.range for r in srv.requests]
+        srv.requests.clear()
+        whole, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="v5.1.2",
+                       partial_http_download=True, max_http_request_size=len(app))
+        assert [r.range for r in srv.requests] == [None, None]
+        srv.requests.clear()
+        fixed, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="v5.1.3",
+                       partial_http_download=True, max_http_request_size=100_000)
+        assert [r.range for r in srv.requests] == [None] + _expected_ranges(len(app), 100_000, "v5")
+    assert ranges[:3] == [None, "bytes=0-99999", "bytes=101024-201023"]
+    assert err.esp_err == "ESP_ERR_OTA_VALIDATE_FAILED"
+    assert not whole.boot_partition_updated and whole.bytes_written == len(app) + 1024
+    assert flash.read_bytes()[OTADATA : OTADATA + 2 * SECTOR] != otadata_before  # only the fixed run switched
+    assert fixed.boot_partition_updated
+
+
+def test_v4_reads_a_289_byte_header_and_writes_in_289_byte_reads(flash, app):
+    """Before v5.0 the header esp_https_ota reads first, and its smallest read buffer, is 289 bytes
+    (image, segment and app description headers, and one more byte): each esp_ota_write is 289 bytes."""
+    writes = {}
+    for release in ("v4", "v5"):
+        with serve_files({"app.bin": app}) as srv, Device.open(flash, idf_release=release) as dev:
+            programs = []
+            dev.flash.hooks.append(
+                lambda op: programs.append(op.length) if op.kind == "program" and op.addr >= SLOT else None)
+            result = api.https_ota(dev, srv.url("app.bin"), cert_pem=srv.tls.ca_pem)
+        assert result.boot_partition_updated and sum(programs) == len(app)
+        writes[release] = programs
+    assert writes["v4"][:3] == [289, 289, 289] and writes["v5"][:3] == [1024, 1024, 1024]
 
 
 def test_partial_download_without_head_support(flash, app):
@@ -563,6 +605,20 @@ def test_decrypt_stage_that_returns_nothing_mid_stream_ends_the_ota(flash, app):
     assert err.esp_err == "ESP_HTTPS_OTA_IN_PROGRESS" and err.code == 2
     assert len(calls) == 3 and events[-1] == ("ESP_HTTPS_OTA_ABORT", None)
     assert flash.read_bytes()[OTADATA : OTADATA + 2 * SECTOR] == otadata_before
+
+
+def test_encrypted_header_size_came_in_v5_1_3(flash, app):
+    """Before enc_img_header_size (v5.0.6, v5.1.3, v5.2) the image size esp_https_ota reports is the
+    whole download, the pre-encrypted header included; the decrypt stage still strips it."""
+    wrapped = b"\xcf\xb6\x88\x07" + b"\x00" * 508 + app
+    sizes = {}
+    with serve_files({"app.bin": wrapped}) as srv:
+        for release in ("v5.1.2", "v5.1.3"):
+            result, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, decrypt=_StripHeader(), enc_img_header_size=512,
+                            idf_release=release)
+            assert result.boot_partition_updated and flash.read_bytes()[SLOT : SLOT + len(app)] == app
+            sizes[release] = result.image_length
+    assert sizes == {"v5.1.2": len(wrapped), "v5.1.3": len(app)}
 
 
 def test_cli_json_events_and_exit_code(flash, app):

@@ -11,6 +11,7 @@ DEFAULT_TIMEOUT_MS = 5000
 DEFAULT_MAX_REDIRECT = 10
 DEFAULT_MAX_AUTH_RETRIES = 10
 IMAGE_HEADER_SIZE = 1024  # esp_https_ota reads this much before the first flash write
+V4_IMAGE_HEADER_SIZE = 24 + 8 + 256 + 1  # before v5.0: image, segment and app description headers, + 1
 DEFAULT_REQUEST_SIZE = 64 * 1024  # max_http_request_size 0 -> 64 KiB
 
 OnEvent = Callable[[str, "int | None"], None]

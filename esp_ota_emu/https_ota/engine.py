@@ -19,10 +19,14 @@ from ..image.verify import chip_revision_problem
 from ..ota_ops import OTA_SIZE_UNKNOWN, OTA_WITH_SEQUENTIAL_WRITES
 from ..idf_release import (
     ADD_AUTH_CHECKED,
+    ENC_IMG_HEADER_SIZE,
+    HEADER_1024,
+    HEADER_COUNTED_ONCE,
     AUTH_RETRY_LIMIT,
     BULK_ERASE_IMAGE_LENGTH,
     CHIP_REVISION_CHECK,
     DECRYPT_CB,
+    DESC_FROM_SLOT,
     HEAD_FALLBACK,
     HTTP_304_416,
     ONE_SHOT_OWN_ERRORS,
@@ -36,7 +40,15 @@ from ..idf_release import (
 )
 from . import events as ev
 from .client import REDIRECT_STATUSES, HttpClient
-from .config import DEFAULT_MAX_AUTH_RETRIES, DEFAULT_REQUEST_SIZE, IMAGE_HEADER_SIZE, OnEvent, OnProgress, OtaConfig
+from .config import (
+    DEFAULT_MAX_AUTH_RETRIES,
+    DEFAULT_REQUEST_SIZE,
+    IMAGE_HEADER_SIZE,
+    V4_IMAGE_HEADER_SIZE,
+    OnEvent,
+    OnProgress,
+    OtaConfig,
+)
 
 if TYPE_CHECKING:
     from ..bootloader import BootResult
@@ -95,12 +107,14 @@ class EspHttpsOta:
         self.image_length = -1
         self.buffer = b""  # the 1024 header bytes read by get_img_desc, written by the first perform
         self.max_request = config.max_http_request_size or DEFAULT_REQUEST_SIZE
-        self.buffer_size = max(config.http.buffer_size, IMAGE_HEADER_SIZE)
+        self.header_size = IMAGE_HEADER_SIZE if self.idf.has(HEADER_1024) else V4_IMAGE_HEADER_SIZE
+        self.buffer_size = max(config.http.buffer_size, self.header_size)
         self.ota_resumption = config.ota_resumption
         retries = config.http.max_authorization_retries
         self.auth_retries = DEFAULT_MAX_AUTH_RETRIES if retries == 0 else max(retries, 0)
         self.unauthorized = 0  # 401 answers so far, where the release has no max_authorization_retries
-        self.enc_header = config.enc_img_header_size if config.decrypt is not None else 0
+        self.enc_header = (config.enc_img_header_size
+                           if config.decrypt is not None and self.idf.has(ENC_IMG_HEADER_SIZE) else 0)
         self.resumed_from = 0
         self.set_boot_error: EspError | None = None  # what esp_ota_set_boot_partition returned in finish
 
@@ -271,19 +285,21 @@ class EspHttpsOta:
 
     # -- perform --------------------------------------------------------------------------------
     def _read_header(self) -> bytes:
-        """``read_header``: exactly 1024 bytes, or ESP_FAIL if the body ends first."""
+        """``read_header``: exactly the header size (1024 bytes; 289 before v5.0), or ESP_FAIL if the
+        body ends first."""
         client = self.client
         assert client is not None
+        size = self.header_size
         data = b""
-        while len(data) < IMAGE_HEADER_SIZE and not client.is_complete_data_received():
-            piece = client.read(IMAGE_HEADER_SIZE - len(data))
+        while len(data) < size and not client.is_complete_data_received():
+            piece = client.read(size - len(data))
             if not piece:
                 break
             data += piece
-        if len(data) < IMAGE_HEADER_SIZE:
+        if len(data) < size:
             raise EspError(
                 "ESP_FAIL",
-                f"complete headers were not received: the image must be at least {IMAGE_HEADER_SIZE} bytes, "
+                f"complete headers were not received: the image must be at least {size} bytes, "
                 f"the server sent {len(data)}" + (f" ({client.body_error})" if client.body_error else "")
                 + (f"; {_server_sent(data)}" if data[:1] != b"\xe9" else ""),
             )
@@ -376,9 +392,12 @@ class EspHttpsOta:
         if self.state == BEGIN:
             self.handle = self.dev.ota.begin(staging, erase_size)
             self.state = IN_PROGRESS
-            data = self.buffer if self.binary_file_len else self._read_header()
-            self.buffer = b""
-            self.binary_file_len = 0
+            if self.binary_file_len:  # get_img_desc read the header
+                data, self.buffer, self.binary_file_len = self.buffer, b"", 0
+            else:
+                data = self._read_header()
+                if self.idf.has(HEADER_COUNTED_ONCE):
+                    self.binary_file_len = 0
             if self.config.decrypt is not None:
                 try:
                     data = self._decrypt(data)
@@ -444,20 +463,21 @@ class EspHttpsOta:
 
     def get_img_desc(self) -> bytes:
         """``esp_https_ota_get_img_desc``: the 256-byte esp_app_desc_t of the image (only before the first
-        perform): from the body's first 1024 bytes, or, when resuming, from the slot."""
+        perform): from the header read off the body, or, from v5.5 when the header is already written
+        (a resumed OTA), from the slot. Before v5.0 its magic is not checked."""
         self.post(ev.GET_IMG_DESC)
         if self.config.decrypt is not None:
             raise EspError("ESP_ERR_NOT_SUPPORTED", "the image description cannot be read from an encrypted image")
         if self.state < BEGIN:
             raise EspError("ESP_ERR_INVALID_STATE", "esp_https_ota_get_img_desc: begin did not succeed")
-        if self.binary_file_len >= _APP_DESC_OFFSET + 256:
+        if self.binary_file_len >= _APP_DESC_OFFSET + 256 and self.idf.has(DESC_FROM_SLOT):
             # a resumed OTA: the description is already in the slot, and the body continues past it
             assert self.staging is not None
             desc = self.dev.io.read(self.staging, _APP_DESC_OFFSET, 256)
         else:
             self.buffer = self._read_header()
             desc = self.buffer[_APP_DESC_OFFSET : _APP_DESC_OFFSET + 256]
-        if int.from_bytes(desc[:4], "little") != _APP_DESC_MAGIC:
+        if self.idf.has(HEADER_1024) and int.from_bytes(desc[:4], "little") != _APP_DESC_MAGIC:
             raise EspError("ESP_FAIL", "incorrect app descriptor magic")
         return desc
 
