@@ -160,6 +160,11 @@ OTA_RESUMPTION = Change(
 RESUMPTION_CHECK_SPARES_PARTIAL = Change(
     "the ota_resumption 206 check leaves partial downloads alone (v5.5.x compiled that exemption out)", ("6.0",)
 )
+KEEP_ALIVE_BETWEEN_RANGES = Change(
+    "partial download: the next Range goes over the same connection when the server keeps it alive "
+    "(before: esp_http_client_close, a new connection and TLS handshake per range)",
+    ("5.4.4", "5.5.2", "6.0"),
+)
 HEAD_FALLBACK = Change(
     "partial download: a HEAD answered other than 200 is retried as GET Range: bytes=0-0, and no image "
     "length is an error (before: ESP_FAIL; without a length the whole body came in one GET)",

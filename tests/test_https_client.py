@@ -9,7 +9,10 @@ import pytest
 from esp_ota_emu.errors import EspError
 from esp_ota_emu.https_ota.client import HttpClient
 from esp_ota_emu.https_ota.config import HttpConfig
+from esp_ota_emu.idf_release import parse_release
 from esp_ota_emu.testserver import Faults, TlsFiles, make_ca, make_cert, serve_files
+
+V5 = parse_release("v5")
 
 DATA = bytes(range(251)) * 1000  # 251000 bytes, not a multiple of any buffer size
 
@@ -36,7 +39,7 @@ def _tls(pki, stem):
 
 
 def _open(url, **options):
-    client = HttpClient(HttpConfig(url=url, **options))
+    client = HttpClient(HttpConfig(url=url, **options), V5)
     try:
         client.open()
         return client.status_code, client.read(len(DATA) + 1)
@@ -104,7 +107,7 @@ def test_request_headers_are_the_devices(pki):
 def test_read_fills_the_buffer_until_the_body_ends(pki, chunked):
     """esp_http_client_read returns exactly the length asked for, except for the last piece."""
     with serve_files({"a.bin": DATA}, tls=_tls(pki, "good"), faults=Faults(chunked=chunked)) as srv:
-        client = HttpClient(HttpConfig(url=srv.url("a.bin"), cert_pem=(pki / "ca.pem").read_text()))
+        client = HttpClient(HttpConfig(url=srv.url("a.bin"), cert_pem=(pki / "ca.pem").read_text()), V5)
         client.open()
         assert client.content_length == (-1 if chunked else len(DATA)) and client.is_chunked == chunked
         sizes, got = [], b""
@@ -119,7 +122,7 @@ def test_read_fills_the_buffer_until_the_body_ends(pki, chunked):
 
 def test_truncated_body_is_not_complete(pki):
     with serve_files({"a.bin": DATA}, tls=_tls(pki, "good"), faults=Faults(drop_after=10_000)) as srv:
-        client = HttpClient(HttpConfig(url=srv.url("a.bin"), cert_pem=(pki / "ca.pem").read_text()))
+        client = HttpClient(HttpConfig(url=srv.url("a.bin"), cert_pem=(pki / "ca.pem").read_text()), V5)
         client.open()
         got = b""
         while piece := client.read(4096):

@@ -293,6 +293,30 @@ def test_partial_download_request_sequence(flash, app, idf_release, size):
     assert events[-1] == ("ESP_HTTPS_OTA_FINISH", None)
 
 
+@pytest.mark.parametrize("idf_release,keep_alive", [("v5.4.3", False), ("v5.4.4", True), ("v5.5.1", False),
+                                                   ("v5.5.2", True), ("v6.0", True)])
+def test_partial_download_connections_per_release(flash, app, idf_release, keep_alive):
+    """esp_https_ota closes the connection after the HEAD request; between ranges it closed it too
+    (a new TCP connection and TLS handshake per range) until v5.4.4 and v5.5.2, which keep a
+    persistent connection."""
+    with serve_files({"app.bin": app}) as srv:
+        result, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release=idf_release,
+                        partial_http_download=True, max_http_request_size=100_000)
+        ports = [r.client_port for r in srv.requests]
+    assert result.boot_partition_updated and len(ports) == 1 + 4  # HEAD, then 4 ranges of a 357 KB image
+    assert len(set(ports)) == (2 if keep_alive else 5) and ports[0] not in ports[1:]
+
+
+@pytest.mark.parametrize("idf_release,esp_err", [("v5", "ESP_FAIL"), ("v5.5", "ESP_ERR_NOT_SUPPORTED")])
+def test_head_answered_401_without_a_challenge(flash, app, idf_release, esp_err):
+    """From v5.5 esp_http_client_perform returns esp_http_client_add_auth's error; before, the HEAD
+    request simply did not get its 200."""
+    with serve_files({"app.bin": app}, faults=Faults(status=401)) as srv:
+        err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release=idf_release, partial_http_download=True)
+        assert [r.method for r in srv.requests] == ["HEAD"]
+    assert err.esp_err == esp_err
+
+
 def test_partial_download_before_the_header_count_fix(flash, app):
     """Until v5.0.6 and v5.1.3 the first perform counted the 1024 header bytes twice. A partial download
     then asks for its second range 1024 bytes too late, and esp_ota_end refuses the image with the hole;

@@ -27,6 +27,7 @@ import certifi
 import httpx
 
 from ..errors import EspError
+from ..idf_release import ADD_AUTH_CHECKED, REDIRECT_DOWNGRADE_REFUSED, IdfRelease
 from .config import (
     DEFAULT_MAX_AUTH_RETRIES,
     DEFAULT_MAX_REDIRECT,
@@ -159,9 +160,9 @@ def _cached_ssl_context(
 class HttpClient:
     """One esp_http_client handle: a URL, request headers, and at most one open response."""
 
-    def __init__(self, config: HttpConfig, *, refuse_redirect_downgrade: bool = False):
+    def __init__(self, config: HttpConfig, idf: IdfRelease):
         url, user, password = _split_userinfo(config.url)
-        self.refuse_redirect_downgrade = refuse_redirect_downgrade  # see set_redirection
+        self.idf = idf
         self.url = url
         self.username = config.username if config.username is not None else user
         self.password = config.password if config.password is not None else password
@@ -180,14 +181,8 @@ class HttpClient:
         self.set_header("Host", parts.hostname if default_port else f"{parts.hostname}:{parts.port}")
         for key, value in config.headers:
             self.set_header(key, value)
-        seconds = self.timeout_ms / 1000
-        self._http = httpx.Client(
-            verify=ssl_context(config),
-            timeout=httpx.Timeout(seconds),
-            follow_redirects=False,
-            trust_env=False,
-        )
-        self._http.headers.clear()  # esp_http_client sends no Accept / Accept-Encoding / Connection
+        self._ssl = ssl_context(config)
+        self._http: httpx.Client | None = None  # made at the first open; closed (with its connection) by close
         self._verifies = config.verifies_server
         self._sni = config.common_name
         self._skip_cn = config.skip_cert_common_name_check
@@ -228,14 +223,28 @@ class HttpClient:
             self.set_header("Authorization", self._digest.answer(self.username, self.password, self._request_path()))
 
     # -- one exchange --------------------------------------------------------------------------------
+    def _connection(self) -> httpx.Client:
+        """The transport: a kept-alive connection is used again, as esp_http_client_open does when the
+        client is still connected."""
+        if self._http is None:
+            self._http = httpx.Client(
+                verify=self._ssl,
+                timeout=httpx.Timeout(self.timeout_ms / 1000),
+                follow_redirects=False,
+                trust_env=False,
+            )
+            self._http.headers.clear()  # esp_http_client sends no Accept / Accept-Encoding / Connection
+        return self._http
+
     def open(self) -> None:
         """``esp_http_client_open`` + ``fetch_headers``: send the request, read the status and headers."""
-        self.close()
+        self._end_response()
         self._prepare()
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https"):
             raise EspError("ESP_ERR_HTTP_INVALID_TRANSPORT", f"no transport for the URL scheme {parts.scheme!r}")
-        request = self._http.build_request(self.method, self.url, headers=list(self._headers.values()))
+        http = self._connection()
+        request = http.build_request(self.method, self.url, headers=list(self._headers.values()))
         extensions = {}
         if parts.scheme == "https" and self._sni and not self._skip_cn:
             extensions["sni_hostname"] = self._sni
@@ -249,7 +258,7 @@ class HttpClient:
                 "to connect without cert_pem or the CA bundle)",
             )
         try:
-            self._response = self._http.send(request, stream=True)
+            self._response = http.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as err:
             raise EspError("ESP_ERR_HTTP_CONNECT", f"could not connect to {host}: {_describe(err)}") from None
         except httpx.ReadTimeout:
@@ -350,11 +359,10 @@ class HttpClient:
 
     # -- redirects and authentication -------------------------------------------------------------
     def set_redirection(self) -> None:
-        """``esp_http_client_set_redirection``: follow the Location header. With
-        ``refuse_redirect_downgrade`` (ESP-IDF v5.5.5) an https:// URL may only redirect to a Location
-        that starts with https://, so even a relative one is refused."""
+        """``esp_http_client_set_redirection``: follow the Location header. In ESP-IDF v5.5.5 an https://
+        URL may only redirect to a Location that starts with https://, so even a relative one is refused."""
         location = self.location
-        if (self.refuse_redirect_downgrade and location is not None and urlsplit(self.url).scheme == "https"
+        if (self.idf.has(REDIRECT_DOWNGRADE_REFUSED) and location is not None and urlsplit(self.url).scheme == "https"
                 and not location.lower().startswith("https://")):
             raise EspError(
                 "ESP_ERR_HTTP_REDIRECT_DOWNGRADE",
@@ -409,18 +417,34 @@ class HttpClient:
                 self.set_redirection()
                 again = True
             elif self.status_code == 401:
-                again = self.add_auth() is None
+                failed = self.add_auth()
+                if failed is not None and self.idf.has(ADD_AUTH_CHECKED):
+                    raise failed  # from v5.5 esp_http_client_perform returns what add_auth returned
+                again = failed is None
             self.discard_body()
             if not again:
                 return
 
-    def close(self) -> None:
-        """``esp_http_client_close``: drop the current response and its connection."""
+    @property
+    def is_persistent_connection(self) -> bool:
+        """``esp_http_client_is_persistent_connection``: the response lets the connection stay open."""
+        response = self._response
+        return (response is not None and response.http_version == "HTTP/1.1"
+                and response.headers.get("Connection", "").lower() != "close")
+
+    def _end_response(self) -> None:
+        """Let go of the current response; its connection stays for the next request if it can."""
         if self._response is not None:
             self._response.close()
             self._response = None
             self._stream = None
 
+    def close(self) -> None:
+        """``esp_http_client_close``: end the current response and close the connection."""
+        self._end_response()
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
     def cleanup(self) -> None:
         self.close()
-        self._http.close()

@@ -32,8 +32,8 @@ from ..idf_release import (
     ONE_SHOT_OWN_ERRORS,
     OTA_RESUMPTION,
     PARTIAL_HTTP_DOWNLOAD,
+    KEEP_ALIVE_BETWEEN_RANGES,
     RANGE_FROM_RESUME_OFFSET,
-    REDIRECT_DOWNGRADE_REFUSED,
     RESUMPTION_CHECK_SPARES_PARTIAL,
     SET_BOOT_ERROR_RETURNED,
     VERIFY_WITH_BUNDLE,
@@ -246,7 +246,7 @@ class EspHttpsOta:
             written = self.config.ota_image_bytes_written
             if written >= IMAGE_HEADER_SIZE:
                 self.binary_file_len = written & ~0xF if self.dev.flash_encryption_enabled else written
-        self.client = HttpClient(http, refuse_redirect_downgrade=idf.has(REDIRECT_DOWNGRADE_REFUSED))
+        self.client = HttpClient(http, idf)
         try:
             self._begin_connect()
         except BaseException:
@@ -434,7 +434,8 @@ class EspHttpsOta:
         if not partial or self.image_length == self.binary_file_len:
             self.state = SUCCESS
         if partial and self.state == IN_PROGRESS and self.image_length > self.binary_file_len:
-            client.close()
+            if not (self.idf.has(KEEP_ALIVE_BETWEEN_RANGES) and client.is_persistent_connection):
+                client.close()
             offset = self.binary_file_len + self.enc_header
             if self.image_length - self.binary_file_len > self.max_request:
                 client.set_header("Range", f"bytes={offset}-{offset + self.max_request - 1}")

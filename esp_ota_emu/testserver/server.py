@@ -59,6 +59,7 @@ class RecordedRequest:
     path: str
     headers: tuple[tuple[str, str], ...]
     status: int
+    client_port: int = 0  # the client's TCP port: requests with the same one came over one connection
 
     def header(self, name: str) -> str | None:
         name = name.lower()
@@ -129,7 +130,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- helpers ---------------------------------------------------------------------------------
     def _record(self, status: int) -> None:
         self.server.owner._record(
-            RecordedRequest(self.command, self.path, tuple(self.headers.items()), status)
+            RecordedRequest(self.command, self.path, tuple(self.headers.items()), status, self.client_address[1])
         )
 
     def _simple(self, status: int, head: bool, extra: Mapping[str, str] = {}) -> None:
