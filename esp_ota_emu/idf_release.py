@@ -118,6 +118,11 @@ VERIFY_WITH_BUNDLE = Change(
     ("4.3.4",),
 )
 PARTIAL_HTTP_DOWNLOAD = Change("esp_https_ota has partial_http_download", ("4.4",))
+ONE_SHOT_OTA_CONFIG = Change(
+    "esp_https_ota() takes an esp_https_ota_config_t (before: only the esp_http_client_config_t, so the "
+    "one-shot has no partial download, bulk erase or request size)",
+    ("5.0",),
+)
 DECRYPT_CB = Change("esp_https_ota has decrypt_cb (pre-encrypted images)", ("5.0",))
 HTTPS_OTA_EVENTS = Change("esp_https_ota posts ESP_HTTPS_OTA_EVENT events", ("5.0.1",))
 SET_BOOT_ERROR_RETURNED = Change(

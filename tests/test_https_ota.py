@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from esp_ota_emu.cli.main import cli
 from esp_ota_emu.device import Device
-from esp_ota_emu.errors import EXIT_OTA_FAILED, EspError
+from esp_ota_emu.errors import EXIT_OTA_FAILED, EspError, InputError
 from esp_ota_emu.https_ota import api
 from esp_ota_emu.https_ota.config import HttpConfig, OtaConfig
 from esp_ota_emu.https_ota.engine import EspHttpsOta
@@ -147,7 +147,7 @@ def test_sequential_versus_bulk_erase(tmp_path, flash, app, chunked):
         assert slots[True] == seq
 
 
-@pytest.mark.parametrize("idf_release,whole_slot", [("v4", True), ("v5.2.6", True), ("v5.3", False), ("v5", False)])
+@pytest.mark.parametrize("idf_release,whole_slot", [("v5.0", True), ("v5.2.6", True), ("v5.3", False), ("v5", False)])
 def test_bulk_erase_size_per_release(flash, app, idf_release, whole_slot):
     """Until v5.3, bulk_flash_erase passed OTA_SIZE_UNKNOWN to esp_ota_begin even when the server
     announced the image length: the whole slot was erased."""
@@ -315,6 +315,17 @@ def test_head_answered_401_without_a_challenge(flash, app, idf_release, esp_err)
         err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release=idf_release, partial_http_download=True)
         assert [r.method for r in srv.requests] == ["HEAD"]
     assert err.esp_err == esp_err
+
+
+def test_v4_one_shot_takes_only_the_http_config(flash, app):
+    """Before v5.0, esp_https_ota() took an esp_http_client_config_t: no partial download or bulk erase."""
+    before = flash.read_bytes()
+    with serve_files({"app.bin": app}) as srv:
+        with pytest.raises(InputError, match="partial_http_download, bulk_flash_erase need v5.0"):
+            run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="v4", partial_http_download=True,
+                bulk_flash_erase=True)
+        assert srv.requests == []
+    assert flash.read_bytes() == before
 
 
 def test_partial_download_before_the_header_count_fix(flash, app):

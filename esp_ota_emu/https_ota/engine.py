@@ -29,6 +29,7 @@ from ..idf_release import (
     DESC_FROM_SLOT,
     HEAD_FALLBACK,
     HTTP_304_416,
+    ONE_SHOT_OTA_CONFIG,
     ONE_SHOT_OWN_ERRORS,
     OTA_RESUMPTION,
     PARTIAL_HTTP_DOWNLOAD,
@@ -553,6 +554,13 @@ def esp_https_ota(
 ) -> OtaResult:
     """``esp_https_ota()``: the one-shot update (begin, perform until done, finish; abort on error).
     ``on_progress`` gets what the advanced API's getters say between perform calls."""
+    if not device.idf.has(ONE_SHOT_OTA_CONFIG):
+        given = [name for name, value in (("partial_http_download", config.partial_http_download),
+                                          ("bulk_flash_erase", config.bulk_flash_erase),
+                                          ("max_http_request_size", config.max_http_request_size)) if value]
+        if given:
+            raise InputError(f"ESP-IDF {device.idf}'s esp_https_ota() takes only the HTTP client config: "
+                             f"{', '.join(given)} need v5.0 or newer")
     own_errors = device.idf.has(ONE_SHOT_OWN_ERRORS)
     if config.ota_resumption and own_errors:
         raise EspError("ESP_ERR_NOT_SUPPORTED", "OTA resumption is not supported by the one-shot esp_https_ota()")
