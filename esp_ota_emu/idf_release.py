@@ -142,6 +142,16 @@ HTTP_304_416 = Change("a 304 answer is ESP_ERR_HTTP_NOT_MODIFIED, a 416 ESP_ERR_
 AUTH_RETRY_LIMIT = Change(
     "esp_https_ota gives up after max_authorization_retries 401 answers (before: it asks again forever)", ("5.1",)
 )
+DIGEST_QOP_ONLY_IF_OFFERED = Change(
+    "a Digest answer has qop, nc and a quoted cnonce only when the challenge named a qop (before: always, "
+    "the cnonce unquoted and a missing qop printed as (null))",
+    ("5.0.7", "5.1.4", "5.2.1"),
+)
+DIGEST_SHA256 = Change(
+    "Digest: SHA-256 for an algorithm token starting SHA256 or SHA-256, the challenge's algorithm token "
+    'echoed as is (before: always MD5 and algorithm="MD5"), and the query in the uri',
+    ("5.3",),
+)
 ADD_AUTH_CHECKED = Change(
     "a 401 whose challenge cannot be answered ends the OTA with esp_http_client_add_auth's error", ("5.5",)
 )

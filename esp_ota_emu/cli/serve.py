@@ -8,6 +8,7 @@ import click
 
 from ..errors import InputError
 from ..testserver import Faults, TestServer, TlsFiles, ensure_tls_files, files_from_paths
+from ..testserver.server import AUTH_SCHEMES
 from .main import cli
 
 
@@ -23,7 +24,7 @@ from .main import cli
 @click.option("--client-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Require client certificates signed by this CA (mutual TLS).")
 @click.option("--auth", help="Require 'user:password'.")
-@click.option("--auth-scheme", type=click.Choice(["Basic", "Digest"]), default="Basic", show_default=True)
+@click.option("--auth-scheme", type=click.Choice(AUTH_SCHEMES), default="Basic", show_default=True)
 @click.option("--drop-after", type=int, help="Fault: cut the connection after this many body bytes.")
 @click.option("--ignore-range", is_flag=True, help="Fault: answer Range requests with 200 and the whole file.")
 @click.option("--range-not-satisfiable", is_flag=True, help="Fault: answer every Range request with 416.")

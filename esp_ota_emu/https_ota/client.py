@@ -27,7 +27,13 @@ import certifi
 import httpx
 
 from ..errors import EspError
-from ..idf_release import ADD_AUTH_CHECKED, REDIRECT_DOWNGRADE_REFUSED, IdfRelease
+from ..idf_release import (
+    ADD_AUTH_CHECKED,
+    DIGEST_QOP_ONLY_IF_OFFERED,
+    DIGEST_SHA256,
+    REDIRECT_DOWNGRADE_REFUSED,
+    IdfRelease,
+)
 from .config import (
     DEFAULT_MAX_AUTH_RETRIES,
     DEFAULT_MAX_REDIRECT,
@@ -64,44 +70,74 @@ def _split_userinfo(url: str) -> tuple[str, str | None, str | None]:
     return urlunsplit(parts._replace(netloc=netloc)), parts.username, parts.password
 
 
+def _between(text: str, begin: str, end: str) -> str | None:
+    """``http_utils_get_string_between``: the text between the first ``begin`` (any case) and the next
+    ``end``; None without both."""
+    at = text.lower().find(begin.lower())
+    if at < 0:
+        return None
+    at += len(begin)
+    stop = text.lower().find(end.lower(), at)
+    return text[at:stop] if stop >= 0 else None
+
+
+def _after(text: str, begin: str) -> str | None:
+    """``http_utils_get_string_after``: everything after the first ``begin`` (any case)."""
+    at = text.lower().find(begin.lower())
+    return text[at + len(begin) :] if at >= 0 else None
+
+
 class _DigestState:
-    """``esp_http_auth_data_t``: what a Digest challenge told us, frozen at the time of the 401."""
+    """``esp_http_auth_data_t``: a Digest challenge read as esp_http_client_add_auth reads it (the
+    algorithm token verbatim, quotes included), frozen at the time of the 401, with the nonce count."""
 
-    def __init__(self, challenge: str, method: str):
-        def field(name: str) -> str | None:
-            match = re.search(name + r'="([^"]*)"', challenge)
-            return match.group(1) if match else None
-
-        algorithm = re.search(r'algorithm="?([^",\s]+)', challenge)
+    def __init__(self, challenge: str, method: str, idf: IdfRelease):
+        self.idf = idf
         self.method = method
-        self.realm = field("realm") or ""
-        self.nonce = field("nonce") or ""
-        self.opaque = field("opaque")
-        self.qop = field("qop")
-        self.algorithm = algorithm.group(1) if algorithm else "MD5"
+        self.realm = _between(challenge, 'realm="', '"')
+        self.nonce = _between(challenge, 'nonce="', '"')
+        self.opaque = _between(challenge, 'opaque="', '"')
+        self.qop = _between(challenge, 'qop="', '"')
+        algorithm = _between(challenge, "algorithm=", ",")
+        if algorithm is None and idf.has(DIGEST_SHA256):
+            algorithm = _after(challenge, "algorithm=")
+        self.algorithm = algorithm if algorithm is not None else "MD5"
+        self.nc = 1
 
-    def answer(self, username: str, password: str, uri: str) -> str:
-        """``http_auth_digest``: always MD5 (``md5-sess`` honoured), the challenge's qop copied verbatim."""
+    def answer(self, username: str, password: str, path: str, query: str) -> str | None:
+        """``http_auth_digest`` (None where it gives no answer: no realm or nonce in the challenge)."""
+        if self.realm is None or self.nonce is None:
+            return None
+        new = self.idf.has(DIGEST_SHA256)  # v5.3: SHA-256, the algorithm token echoed, the query in the uri
+        uri = path + (f"?{query}" if new and query else "")
+        sha256 = new and self.algorithm.startswith(("SHA256", "SHA-256"))
 
-        def md5(text: str) -> str:
-            return hashlib.md5(text.encode()).hexdigest()
+        def digest(text: str) -> str:
+            return (hashlib.sha256 if sha256 else hashlib.md5)(text.encode()).hexdigest()
 
         cnonce = f"{secrets.randbits(64):016x}"
-        ha1 = md5(f"{username}:{self.realm}:{password}")
-        if self.algorithm.lower() == "md5-sess":
-            ha1 = md5(f"{ha1}:{self.nonce}:{cnonce}")
-        ha2 = md5(f"{self.method}:{uri}")
+        ha1 = digest(f"{username}:{self.realm}:{password}")
+        if self.algorithm.lower() == "md5-sess" or (new and self.algorithm.lower() == "sha256"):
+            ha1 = digest(f"{ha1}:{self.nonce}:{cnonce}")
+        ha2 = digest(f"{self.method}:{uri}")
         if self.qop is not None and self.qop.lower() == "auth-int":
-            ha2 = md5(f"{ha2}:entity")
+            ha2 = digest(f"{ha2}:entity")
         if self.qop is not None:
-            response = md5(f"{ha1}:{self.nonce}:00000001:{cnonce}:{self.qop}:{ha2}")
+            response = digest(f"{ha1}:{self.nonce}:{self.nc:08x}:{cnonce}:{self.qop}:{ha2}")
         else:
-            response = md5(f"{ha1}:{self.nonce}:{ha2}")
-        # newlib prints a NULL qop as "(null)"
+            response = digest(f"{ha1}:{self.nonce}:{ha2}")
+        algorithm = self.algorithm if new else '"MD5"'
         header = (
             f'Digest username="{username}", realm="{self.realm}", nonce="{self.nonce}", uri="{uri}", '
-            f'algorithm="MD5", response="{response}", qop={self.qop or "(null)"}, nc=00000001, cnonce="{cnonce}"'
+            f'algorithm={algorithm}, response="{response}"'
         )
+        if not self.idf.has(DIGEST_QOP_ONLY_IF_OFFERED):
+            # always qop, nc and an unquoted cnonce; newlib prints a NULL qop as "(null)"
+            header += f", qop={self.qop if self.qop is not None else '(null)'}, nc={self.nc:08x}, cnonce={cnonce}"
+            self.nc += 1
+        elif self.qop is not None:
+            header += f', qop={self.qop}, nc={self.nc:08x}, cnonce="{cnonce}"'
+            self.nc += 1
         if self.opaque is not None:
             header += f', opaque="{self.opaque}"'
         return header
@@ -206,9 +242,6 @@ class HttpClient:
     def set_method(self, method: str) -> None:
         self.method = method
 
-    def _request_path(self) -> str:
-        parts = urlsplit(self.url)
-        return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
     def _prepare(self) -> None:
         """``esp_http_client_prepare``: (re)compute the Authorization header once credentials are known."""
@@ -220,7 +253,10 @@ class HttpClient:
             token = b64encode(f"{self.username}:{password}".encode()).decode()
             self.set_header("Authorization", f"Basic {token}")
         elif self.auth_type == "Digest" and self._digest is not None and self.password is not None:
-            self.set_header("Authorization", self._digest.answer(self.username, self.password, self._request_path()))
+            parts = urlsplit(self.url)
+            answer = self._digest.answer(self.username, self.password, parts.path or "/", parts.query)
+            if answer is not None:
+                self.set_header("Authorization", answer)
 
     # -- one exchange --------------------------------------------------------------------------------
     def _connection(self) -> httpx.Client:
@@ -393,7 +429,7 @@ class HttpClient:
         self.redirect_counter += 1
         if challenge.startswith("Digest"):
             self.auth_type = "Digest"
-            self._digest = _DigestState(challenge, self.method)
+            self._digest = _DigestState(challenge, self.method, self.idf)
         elif challenge.startswith("Basic"):
             self.auth_type = "Basic"
         else:

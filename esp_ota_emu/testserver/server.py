@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 from .certs import TlsFiles, ensure_tls_files
 
 REALM = "esp-ota-emu"
+AUTH_SCHEMES = ("Basic", "Digest", "Digest-SHA-256")
 _CHUNK = 64 * 1024
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
@@ -74,14 +75,15 @@ class RecordedRequest:
 class _Auth:
     username: str
     password: str
-    scheme: str  # "Basic" or "Digest"
+    scheme: str  # "Basic", "Digest" (MD5) or "Digest-SHA-256"
     nonce: str = field(default_factory=lambda: secrets.token_hex(16))
     opaque: str = field(default_factory=lambda: secrets.token_hex(8))
 
     def challenge(self) -> str:
         if self.scheme == "Basic":
             return f'Basic realm="{REALM}"'
-        return f'Digest realm="{REALM}", qop="auth", nonce="{self.nonce}", opaque="{self.opaque}", algorithm=MD5'
+        algorithm = "SHA-256" if self.scheme == "Digest-SHA-256" else "MD5"
+        return f'Digest realm="{REALM}", qop="auth", nonce="{self.nonce}", opaque="{self.opaque}", algorithm={algorithm}'
 
     def accepts(self, method: str, header: str | None) -> bool:
         if not header:
@@ -95,15 +97,15 @@ class _Auth:
         if fields.get("username") != self.username or fields.get("nonce") != self.nonce:
             return False
 
-        def md5(text: str) -> str:
-            return hashlib.md5(text.encode()).hexdigest()
+        def digest(text: str) -> str:
+            return (hashlib.sha256 if self.scheme == "Digest-SHA-256" else hashlib.md5)(text.encode()).hexdigest()
 
-        ha1 = md5(f"{self.username}:{REALM}:{self.password}")
-        ha2 = md5(f"{method}:{fields.get('uri', '')}")
+        ha1 = digest(f"{self.username}:{REALM}:{self.password}")
+        ha2 = digest(f"{method}:{fields.get('uri', '')}")
         if fields.get("qop") == "auth":
-            expected = md5(f"{ha1}:{self.nonce}:{fields.get('nc')}:{fields.get('cnonce')}:auth:{ha2}")
+            expected = digest(f"{ha1}:{self.nonce}:{fields.get('nc')}:{fields.get('cnonce')}:auth:{ha2}")
         else:
-            expected = md5(f"{ha1}:{self.nonce}:{ha2}")
+            expected = digest(f"{ha1}:{self.nonce}:{ha2}")
         return fields.get("response") == expected
 
 
@@ -298,8 +300,8 @@ class TestServer:
         port: int = 0,
         log=None,
     ):
-        if auth_scheme not in ("Basic", "Digest"):
-            raise ValueError(f"auth_scheme must be Basic or Digest, not {auth_scheme}")
+        if auth_scheme not in AUTH_SCHEMES:
+            raise ValueError(f"auth_scheme must be one of {', '.join(AUTH_SCHEMES)}, not {auth_scheme}")
         self.files = {name.lstrip("/"): value for name, value in files.items()}
         self.tls = tls
         self.faults = faults if faults is not None else Faults()
