@@ -1,7 +1,7 @@
 """``esp_https_ota.c``: begin / perform / finish / abort, the one-shot ``esp_https_ota()``, resumption.
 
 The pipeline is ESP-IDF's: HTTP client reads (``max(buffer_size, 1024)`` bytes at a time, the first
-1024 bytes as the image header) -> optional decrypt stage (``decrypt_cb``) -> ``esp_ota_write``
+1024 bytes as the image header; 289 before v5.0) -> optional decrypt stage (``decrypt_cb``) -> ``esp_ota_write``
 through the device's :class:`~esp_ota_emu.ota_ops.OtaOps`, with the events ESP-IDF posts, in its
 order, and its errors. The device's ESP-IDF release (:mod:`esp_ota_emu.idf_release`) picks the
 behaviour where releases differ (events, HEAD fallback, Range handling, 304/416, chip revision check,
@@ -14,31 +14,31 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import EspError, InputError
-from ..image.reader import describe_non_image
-from ..image.verify import chip_revision_problem
-from ..ota_ops import OTA_SIZE_UNKNOWN, OTA_WITH_SEQUENTIAL_WRITES
 from ..idf_release import (
     ADD_AUTH_CHECKED,
-    ENC_IMG_HEADER_SIZE,
-    HEADER_1024,
-    HEADER_COUNTED_ONCE,
     AUTH_RETRY_LIMIT,
     BULK_ERASE_IMAGE_LENGTH,
     CHIP_REVISION_CHECK,
     DECRYPT_CB,
     DESC_FROM_SLOT,
+    ENC_IMG_HEADER_SIZE,
+    HEADER_1024,
+    HEADER_COUNTED_ONCE,
     HEAD_FALLBACK,
     HTTP_304_416,
+    KEEP_ALIVE_BETWEEN_RANGES,
     ONE_SHOT_OTA_CONFIG,
     ONE_SHOT_OWN_ERRORS,
     OTA_RESUMPTION,
     PARTIAL_HTTP_DOWNLOAD,
-    KEEP_ALIVE_BETWEEN_RANGES,
     RANGE_FROM_RESUME_OFFSET,
     RESUMPTION_CHECK_SPARES_PARTIAL,
     SET_BOOT_ERROR_RETURNED,
     VERIFY_WITH_BUNDLE,
 )
+from ..image.reader import describe_non_image
+from ..image.verify import chip_revision_problem
+from ..ota_ops import OTA_SIZE_UNKNOWN, OTA_WITH_SEQUENTIAL_WRITES
 from . import events as ev
 from .client import REDIRECT_STATUSES, HttpClient
 from .config import (
@@ -106,7 +106,7 @@ class EspHttpsOta:
         self.handle: int | None = None
         self.binary_file_len = 0
         self.image_length = -1
-        self.buffer = b""  # the 1024 header bytes read by get_img_desc, written by the first perform
+        self.buffer = b""  # the header bytes read by get_img_desc, written by the first perform
         self.max_request = config.max_http_request_size or DEFAULT_REQUEST_SIZE
         self.header_size = IMAGE_HEADER_SIZE if self.idf.has(HEADER_1024) else V4_IMAGE_HEADER_SIZE
         self.buffer_size = max(config.http.buffer_size, self.header_size)
