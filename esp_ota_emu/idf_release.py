@@ -93,8 +93,8 @@ REWRITE_KEEPS_SELECTED_SLOT = Change(
 # -- esp_https_ota.c and esp_http_client.c ----------------------------------------------------------------
 # Every release the emulator follows has this; the ones before it are refused (parse_release).
 HEADER_FIRST = Change(
-    "esp_https_ota reads the first 1024 bytes as the image header and checks its chip id before writing "
-    "(before: no chip id check, and a 289-byte header only for esp_https_ota_get_img_desc)",
+    "esp_https_ota reads the image header before its first write and checks the chip id in it (before: "
+    "neither; such releases are refused)",
     ("4.3.3", "4.4.1"),
 )
 HEADER_1024 = Change(
@@ -190,3 +190,6 @@ REDIRECT_DOWNGRADE_REFUSED = Change(
     "(ESP_ERR_HTTP_REDIRECT_DOWNGRADE)",
     ("5.5.5", "6.1"),
 )
+
+# Every change above, by name, in the order they are listed (``esp-ota-emu idf-release``).
+CHANGES: dict[str, Change] = {name: value for name, value in list(globals().items()) if isinstance(value, Change)}

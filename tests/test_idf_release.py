@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from esp_ota_emu.cli.main import cli
 from esp_ota_emu.errors import EXIT_BAD_INPUT, InputError
-from esp_ota_emu.idf_release import ALIASES, Change, parse_release
+from esp_ota_emu.idf_release import ALIASES, CHANGES, Change, parse_release
 from helpers_flash import make_flash, sample
 
 LAYOUT = """nvs, data, nvs, 0x9000, 0x4000,
@@ -61,3 +61,18 @@ def test_cli_setting_persists_and_is_shown(realdata, tmp_path):
     assert "(ESP-IDF v5.5.2 app behaviour)" in again.output
     bad = runner.invoke(cli, ["info", str(flash), "--idf-release", "v6.1"])
     assert bad.exit_code == EXIT_BAD_INPUT and "outside the releases the emulator follows" in bad.output
+
+
+def test_cli_lists_the_changes_and_which_a_release_has():
+    runner = CliRunner()
+    listed = json.loads(runner.invoke(cli, ["idf-release", "--json"]).output)
+    assert listed["release"] is None
+    assert [c["name"] for c in listed["changes"]] == [name.lower() for name in CHANGES]
+    assert all("has" not in c for c in listed["changes"])
+    v552 = json.loads(runner.invoke(cli, ["idf-release", "v5.5.2", "--json"]).output)
+    has = {c["name"]: c["has"] for c in v552["changes"]}
+    assert v552["release"] == "v5.5.2"
+    assert has["begin_invalidates_inactive_otadata"] and not has["rewrite_keeps_selected_slot"]
+    assert has == {name.lower(): parse_release("v5.5.2").has(change) for name, change in CHANGES.items()}
+    text = runner.invoke(cli, ["idf-release", "newest"]).output
+    assert text.startswith("ESP-IDF newest = v6.0.2:\n") and "yes rewrite_keeps_selected_slot (from v6.0)" in text

@@ -7,6 +7,7 @@ import importlib
 MODULES = (
     "diff",
     "fleet",
+    "idf_release",
     "image_info",
     "info",
     "lifecycle",
