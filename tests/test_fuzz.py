@@ -148,7 +148,8 @@ ENTRY = st.one_of(
 
 
 @FUZZ
-@given(e0=ENTRY, e1=ENTRY, rollback=st.booleans(), anti_rollback=st.booleans(), release=st.sampled_from(["v4", "v5", "newest"]))
+@given(e0=ENTRY, e1=ENTRY, rollback=st.booleans(), anti_rollback=st.booleans(),
+       release=st.sampled_from(["v4", "v4.4.7", "v5.0.5", "v5", "v5.5.2", "newest"]))
 def test_any_otadata_boots_and_writes_only_otadata(device, e0, e1, rollback, anti_rollback, release):
     dev, undo = device
     original_otadata = dev.flash.read(OTADATA, 0x2000)

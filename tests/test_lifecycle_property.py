@@ -42,7 +42,7 @@ class DeviceLifecycle(RuleBasedStateMachine):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     @initialize(layout=st.sampled_from(sorted(LAYOUTS)), rollback=st.booleans(), anti_rollback=st.booleans(),
-                release=st.sampled_from(["v4", "v5", "newest"]))
+                release=st.sampled_from(["v4", "v4.4.7", "v5.0.5", "v5", "v5.5.2", "newest"]))
     def make_device(self, layout, rollback, anti_rollback, release):
         first = "factory" if layout.startswith("factory") else "ota_0"
         path = make_flash(self.tmp / "f.bin", REALDATA, LAYOUTS[layout], {first: sample("v1")}, size=1 << 20)
