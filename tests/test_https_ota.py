@@ -446,6 +446,37 @@ def test_resumed_advanced_ota_reads_the_app_description_from_the_slot(flash, rea
     assert flash.read_bytes()[SLOT : SLOT + len(app)] == app
 
 
+@pytest.mark.parametrize("idf_release,gets", [("v5.5.4", 2), ("v6.0", 1)])
+def test_resumable_partial_download_in_one_range(flash, app, idf_release, gets):
+    """v5.5.x compiled out the partial-download exemption of ota_resumption's 206 check: a whole image
+    in one range comes back 200, counts as a refused Range, and is fetched again from byte 0."""
+    with serve_files({"app.bin": app}) as srv:
+        result, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release=idf_release, resume=True,
+                        partial_http_download=True, max_http_request_size=len(app))
+        seen = [(r.method, r.range, r.status) for r in srv.requests]
+    assert result.boot_partition_updated
+    assert seen == [("HEAD", None, 200)] + [("GET", None, 200)] * gets
+
+
+def test_features_a_release_does_not_have_are_refused(flash, app):
+    """The advanced API on releases without partial download (before v4.4) or decrypt_cb (before v5.0),
+    and the CA bundle, which counts as server verification only from v4.3.4."""
+    with serve_files({"app.bin": app}) as srv:
+        for release, options in (("v4.3.7", {"partial_http_download": True}), ("v4.4.6", {"decrypt": lambda d: d})):
+            with Device.open(flash, idf_release=release) as dev:
+                ota = EspHttpsOta(dev, OtaConfig(HttpConfig(srv.url("app.bin"), cert_pem=srv.tls.ca_pem.read_text()),
+                                                 **options))
+                with pytest.raises(EspError) as err:
+                    ota.begin()
+            assert err.value.esp_err == "ESP_ERR_NOT_SUPPORTED"
+        assert srv.requests == []
+        bundle_only, _ = run(flash, srv.url("app.bin"), idf_release="v4.3.3", crt_bundle=True)
+        assert srv.requests == []
+        bundle_later, _ = run(flash, srv.url("app.bin"), idf_release="v4.3.4", crt_bundle=True)
+    assert "ESP_ERR_INVALID_ARG" in bundle_only.message and "CA bundle" not in bundle_only.message
+    assert bundle_later.esp_err == "ESP_FAIL" and "certificate" in bundle_later.message  # the test CA is not in it
+
+
 @pytest.mark.parametrize("fault", ["ignore_range", "range_not_satisfiable"])
 def test_resume_restarts_from_zero_when_range_refused(flash, app, fault):
     """A server that answers 200 (or 416) to ``Range: bytes=N-`` must not produce a shifted image."""

@@ -161,6 +161,20 @@ def test_begin_with_rollback_invalidates_the_inactive_entry_from_v5_5(dev_factor
         assert dev.flash.read(0xE000, 32) == entry(2, OtaState.VALID)
 
 
+def test_esp_ota_resume_exists_from_v5_3_3_and_v5_4_2(dev_factory):
+    for release, exists in (("v5.3.2", False), ("v5.3.3", True), ("v5.4.1", False), ("v5.4.2", True)):
+        dev = dev_factory(release)
+        slot = dev.partitions.find("ota_0")
+        if exists:
+            handle = dev.ota.resume(slot, OTA_WITH_SEQUENTIAL_WRITES, 0x1000)
+            assert dev.ota.wrote_size(handle) == 0x1000
+        else:
+            with pytest.raises(EspError) as err:
+                dev.ota.resume(slot, OTA_WITH_SEQUENTIAL_WRITES, 0x1000)
+            assert err.value.esp_err == "ESP_ERR_NOT_SUPPORTED"
+        dev.close()
+
+
 def test_get_boot_partition_defaults(dev_factory):
     dev = dev_factory()
     assert dev.ota.get_boot_partition().label == "factory"  # blank otadata
