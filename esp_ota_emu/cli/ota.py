@@ -99,6 +99,7 @@ def ota_cmd(flash, url, resume, decrypt_key, reboot, as_json, ota_options, open_
         "partition": result.partition,
         "subtype": result.subtype,
         "bytes_written": result.bytes_written,
+        "image_len_read": result.image_len_read,
         "image_length": result.image_length,
         "boot_partition_updated": result.boot_partition_updated,
         "resumed_from": result.resumed_from,

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
+from ..idf_release import HEADER_1024, IdfRelease
+
 DEFAULT_USER_AGENT = "ESP32 HTTP Client/1.0"
 DEFAULT_TIMEOUT_MS = 5000
 DEFAULT_MAX_REDIRECT = 10
@@ -71,3 +73,8 @@ class OtaConfig:
     enc_img_header_size: int = 0
     ota_resumption: bool = False  # ESP-IDF v5.5.4 and newer
     ota_image_bytes_written: int = 0
+
+
+def image_header_size(idf: IdfRelease) -> int:
+    """What esp_https_ota reads first as the image header, and its smallest read buffer, in ``idf``."""
+    return IMAGE_HEADER_SIZE if idf.has(HEADER_1024) else V4_IMAGE_HEADER_SIZE

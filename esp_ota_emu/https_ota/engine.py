@@ -45,10 +45,10 @@ from .config import (
     DEFAULT_MAX_AUTH_RETRIES,
     DEFAULT_REQUEST_SIZE,
     IMAGE_HEADER_SIZE,
-    V4_IMAGE_HEADER_SIZE,
     OnEvent,
     OnProgress,
     OtaConfig,
+    image_header_size,
 )
 
 if TYPE_CHECKING:
@@ -81,13 +81,14 @@ class OtaResult:
 
     partition: str  # label of the slot written (the staging partition)
     subtype: int
-    bytes_written: int
+    bytes_written: int  # image bytes in the slot
     image_length: int  # -1 if the server sent no length
     boot_partition_updated: bool  # otadata now selects the new slot (esp_ota_set_boot_partition ran)
     resumed_from: int = 0
     power_on: BootResult | None = None
     reboot: BootResult | None = None
     set_boot_error: EspError | None = None  # logged, not returned, by releases before the fix (idf_release.py)
+    image_len_read: int = 0  # esp_https_ota_get_image_len_read: a header more than written before v5.0.6/v5.1.3
 
 
 class EspHttpsOta:
@@ -108,7 +109,7 @@ class EspHttpsOta:
         self.image_length = -1
         self.buffer = b""  # the header bytes read by get_img_desc, written by the first perform
         self.max_request = config.max_http_request_size or DEFAULT_REQUEST_SIZE
-        self.header_size = IMAGE_HEADER_SIZE if self.idf.has(HEADER_1024) else V4_IMAGE_HEADER_SIZE
+        self.header_size = image_header_size(self.idf)
         self.buffer_size = max(config.http.buffer_size, self.header_size)
         self.ota_resumption = config.ota_resumption
         retries = config.http.max_authorization_retries
@@ -117,6 +118,7 @@ class EspHttpsOta:
         self.enc_header = (config.enc_img_header_size
                            if config.decrypt is not None and self.idf.has(ENC_IMG_HEADER_SIZE) else 0)
         self.resumed_from = 0
+        self.counted_twice = 0  # header bytes binary_file_len counts twice (HEADER_COUNTED_ONCE)
         self.set_boot_error: EspError | None = None  # what esp_ota_set_boot_partition returned in finish
 
     # -- events ---------------------------------------------------------------------------------
@@ -399,6 +401,8 @@ class EspHttpsOta:
                 data = self._read_header()
                 if self.idf.has(HEADER_COUNTED_ONCE):
                     self.binary_file_len = 0
+                else:
+                    self.counted_twice = self.binary_file_len
             if self.config.decrypt is not None:
                 try:
                     data = self._decrypt(data)
@@ -534,11 +538,12 @@ def _result(ota: EspHttpsOta, updated: bool) -> OtaResult:
     return OtaResult(
         partition=ota.staging.label,
         subtype=ota.staging.subtype,
-        bytes_written=ota.binary_file_len,
+        bytes_written=ota.binary_file_len - ota.counted_twice,
         image_length=ota.image_length,
         boot_partition_updated=updated,
         resumed_from=ota.resumed_from,
         set_boot_error=ota.set_boot_error,
+        image_len_read=ota.binary_file_len,
     )
 
 
