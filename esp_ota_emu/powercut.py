@@ -6,8 +6,8 @@ and one update:
 1. **Record.** The update is downloaded once: over HTTPS through the emulator's esp_https_ota (its
    flash operations recorded), or taken from a file. Then the same update is *replayed* from memory
    through :class:`~esp_ota_emu.ota_ops.OtaOps` exactly as esp_https_ota drives it (``esp_ota_begin``
-   with sequential or bulk erase, ``esp_ota_write`` with the 1024-byte header first and then
-   ``buffer_size`` pieces, ``esp_ota_end``, ``esp_ota_set_boot_partition``), followed by a reset (the
+   with sequential or bulk erase, ``esp_ota_write`` with the header first (1024 bytes; 289 before
+   v5.0) and then ``buffer_size`` pieces, ``esp_ota_end``, ``esp_ota_set_boot_partition``), followed by a reset (the
    bootloader with its own otadata writes) and ``esp_ota_mark_app_valid_cancel_rollback`` in the new
    app. The replay must make the HTTPS run's flash operations one for one; the campaign refuses to
    run otherwise.
@@ -44,9 +44,9 @@ from .device import Device, DeviceSettings, DeviceState
 from .errors import EspError, InputError
 from .faults import CutInjector, OpRecorder, PowerCut, UndoLog, cut_rng, tear
 from .flash import Flash, FlashOp
-from .idf_release import OTA_RESUMPTION
+from .idf_release import BULK_ERASE_IMAGE_LENGTH, OTA_RESUMPTION, IdfRelease
 from .https_ota.api import https_ota
-from .https_ota.config import IMAGE_HEADER_SIZE
+from .https_ota.config import image_header_size
 from .ota_ops import OTA_SIZE_UNKNOWN, OTA_WITH_SEQUENTIAL_WRITES
 from .otadata import OtaData, get_active_otadata
 from .partitions import Partition
@@ -69,27 +69,28 @@ class OtaPlan:
     """One update as esp_https_ota writes it: the image, its read size and its erase mode."""
 
     image: bytes
-    buffer_size: int = IMAGE_HEADER_SIZE  # max(http buffer_size, 1024): the size of each read after the header
+    buffer_size: int = 0  # esp_http_client_config_t.buffer_size; each read is at least the header size
     bulk_flash_erase: bool = False
 
-    @property
-    def erase_size(self) -> int:
-        """The ``image_size`` esp_https_ota gives esp_ota_begin."""
+    def erase_size(self, idf: IdfRelease) -> int:
+        """The ``image_size`` esp_https_ota of release ``idf`` gives esp_ota_begin."""
         if self.bulk_flash_erase:
-            return len(self.image) or OTA_SIZE_UNKNOWN
+            return len(self.image) if self.image and idf.has(BULK_ERASE_IMAGE_LENGTH) else OTA_SIZE_UNKNOWN
         return OTA_WITH_SEQUENTIAL_WRITES
 
-    def chunks(self, start: int = 0) -> Iterator[memoryview]:
-        """The esp_ota_write calls from byte ``start``: the 1024-byte header first (when starting at 0),
-        then ``buffer_size`` pieces, as esp_http_client_read fills its buffer."""
+    def chunks(self, idf: IdfRelease, start: int = 0) -> Iterator[memoryview]:
+        """The esp_ota_write calls of release ``idf`` from byte ``start``: the header first (when
+        starting at 0), then pieces of max(buffer_size, header size), as esp_http_client_read fills its buffer."""
+        header = image_header_size(idf)
+        step = max(self.buffer_size, header)
         view = memoryview(self.image)
         pos = start
         if pos == 0:
-            yield view[:IMAGE_HEADER_SIZE]
-            pos = IMAGE_HEADER_SIZE
+            yield view[:header]
+            pos = header
         while pos < len(view):
-            yield view[pos : pos + self.buffer_size]
-            pos += self.buffer_size
+            yield view[pos : pos + step]
+            pos += step
 
 
 @dataclass
@@ -109,9 +110,9 @@ def run_scenario(dev: Device, target: Partition, plan: OtaPlan, log: ScenarioLog
     """The update as an app runs it, the reset that follows and the new app's confirmation."""
     ota = dev.ota
     log.enter("download")
-    handle = ota.begin(target, plan.erase_size)
+    handle = ota.begin(target, plan.erase_size(dev.idf))
     written = 0
-    for chunk in plan.chunks():
+    for chunk in plan.chunks(dev.idf):
         ota.write(handle, chunk)
         written += len(chunk)
         if written - log.progress >= PROGRESS_STEP:
@@ -129,16 +130,16 @@ def run_scenario(dev: Device, target: Partition, plan: OtaPlan, log: ScenarioLog
 
 def resume_ota(dev: Device, target: Partition, plan: OtaPlan, progress: int) -> None:
     """The resumable esp_https_ota after a reboot: esp_ota_resume at the saved progress (from 0 when
-    less than the 1024-byte header was saved), the rest of the image, esp_ota_end, set_boot_partition."""
+    less than the header was saved), the rest of the image, esp_ota_end, set_boot_partition."""
     ota = dev.ota
-    start = progress if progress >= IMAGE_HEADER_SIZE else 0
+    start = progress if progress >= image_header_size(dev.idf) else 0
     if dev.flash_encryption_enabled:
         start &= ~0xF
     if start:
-        handle = ota.resume(target, plan.erase_size, start)
+        handle = ota.resume(target, plan.erase_size(dev.idf), start)
     else:
-        handle = ota.begin(target, plan.erase_size)
-    for chunk in plan.chunks(start):
+        handle = ota.begin(target, plan.erase_size(dev.idf))
+    for chunk in plan.chunks(dev.idf, start):
         ota.write(handle, chunk)
     ota.end(handle)
     ota.set_boot_partition(target)
@@ -444,9 +445,10 @@ class Campaign:
         if resume and not device.idf.has(OTA_RESUMPTION):
             raise InputError(f"ESP-IDF {device.idf} has no OTA resumption (esp_https_ota's ota_resumption): use "
                              "--idf-release v5.5.4 or newer, or newest")
-        if len(plan.image) < IMAGE_HEADER_SIZE:
+        header = image_header_size(device.idf)
+        if len(plan.image) < header:
             raise InputError(
-                f"the image is {len(plan.image)} bytes; esp_https_ota needs at least the {IMAGE_HEADER_SIZE}-byte header"
+                f"the image is {len(plan.image)} bytes; esp_https_ota needs at least the {header}-byte header"
             )
         self._tmp = tempfile.TemporaryDirectory(prefix="esp-ota-emu-powercut-")
         self.folder = Path(self._tmp.name)
@@ -588,7 +590,7 @@ def record_https_ota(device: Device, url: str, **https_options) -> tuple[OtaPlan
             dev.close()
     plan = OtaPlan(
         image,
-        buffer_size=max(https_options.get("buffer_size", 0), IMAGE_HEADER_SIZE),
+        buffer_size=https_options.get("buffer_size", 0),
         bulk_flash_erase=bool(https_options.get("bulk_flash_erase", False)),
     )
     return plan, recorder.ops

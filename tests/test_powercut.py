@@ -71,6 +71,22 @@ def test_every_cut_point_boots_the_old_or_the_new_app(flash, image):
     assert sha(flash) == before  # the campaign works on its own copy
 
 
+@pytest.mark.parametrize("idf_release,read", [("v4.4.6", 289), ("v5.1.2", 1024)])
+def test_older_releases_replay_the_https_runs_flash_operations(flash, image, idf_release, read):
+    """v4.x reads 289 bytes at a time, both releases still erase one sector ahead at a sector boundary,
+    and v5.1.2 counts the header twice: the replay still makes the HTTPS run's flash operations, and
+    the recorded image is the one written, not a header longer."""
+    with serve_files({"app.bin": image}) as srv, Device.open(flash, idf_release=idf_release) as dev:
+        plan, https_ops = record_https_ota(dev, srv.url("app.bin"), cert_pem=srv.tls.ca_pem)
+        assert plan.image == image
+        programs = [o.length for o in https_ops if o.kind == "program" and APP1 <= o.addr < APP1 + SLOT_SIZE]
+        assert programs[:2] == [read, read] and sum(programs) == len(image)
+        with Campaign(dev, plan, https_ops=https_ops) as c:
+            assert c.replay_checked
+            report = c.run(c.sample_points(30))
+    assert report.bricked == 0 and report.failed == []
+
+
 def test_rollback_bootloader_writes_and_resume_give_identical_slots(flash, image):
     with campaign(flash, image, resume=True, seed=3, rollback=True, idf_release="newest") as c:
         assert c.phase_operations()["bootloader"] == 2  # NEW -> PENDING_VERIFY: erase + program

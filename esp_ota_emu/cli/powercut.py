@@ -58,7 +58,7 @@ def print_report(report: Report, argv_head: list[str]) -> None:
 @click.option("--cert-pem", type=click.Path(dir_okay=False), default=None, help="Root CA the server must chain to.")
 @click.option("--allow-http", is_flag=True, help="Allow plain http:// (CONFIG_ESP_HTTPS_OTA_ALLOW_HTTP).")
 @click.option("--bulk-flash-erase", is_flag=True, help="esp_https_ota's bulk_flash_erase (erase the slot at begin).")
-@click.option("--buffer-size", type=int, default=0, help="esp_http_client buffer_size (reads are max(this, 1024)).")
+@click.option("--buffer-size", type=int, default=0, help="esp_http_client buffer_size (reads are max(this, 1024), 289 before ESP-IDF v5.0).")
 @click.option("--every", is_flag=True, help="Every cut point: each operation cut cleanly and torn, and the end (the default).")
 @click.option("--samples", type=int, default=None, help="Only N cut points, drawn with the seed.")
 @click.option("--at", "at", type=int, default=None, help="Only the cut before operation K (see the report's reproductions).")
@@ -96,7 +96,7 @@ def powercut_cmd(flash, url, image_path, cert_pem, allow_http, bulk_flash_erase,
                 image = Path(image_path).read_bytes()
             except OSError as err:
                 raise InputError(f"cannot read {image_path}: {err.strerror}") from None
-            plan = OtaPlan(image, max(buffer_size, 1024), bulk_flash_erase)
+            plan = OtaPlan(image, buffer_size, bulk_flash_erase)
         campaign = Campaign(dev, plan, seed=seed, resume=resume, https_ops=https_ops)
     with campaign:
         if at is not None:
