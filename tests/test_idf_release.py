@@ -4,6 +4,8 @@ per branch decide which releases have it."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -76,3 +78,14 @@ def test_cli_lists_the_changes_and_which_a_release_has():
     assert has == {name.lower(): parse_release("v5.5.2").has(change) for name, change in CHANGES.items()}
     text = runner.invoke(cli, ["idf-release", "newest"]).output
     assert text.startswith("ESP-IDF newest = v6.0.2:\n") and "yes rewrite_keeps_selected_slot (from v6.0)" in text
+
+
+def test_readme_release_table_names_every_first_release():
+    """The README's table of release differences is written by hand: every first release listed in
+    idf_release.py appears in it, and it names no other (v6.1 marks a change not yet in v6.0.x)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("| behaviour | first releases |")
+    table = readme[start : readme.index("\n\n", start)]
+    documented = {v for row in table.splitlines()[2:] for v in re.findall(r"v\d+\.\d+(?:\.\d+)?", row.split("|")[-2])}
+    modelled = {f"v{v}" for name, change in CHANGES.items() if name != "HEADER_FIRST" for v in change.since} - {"v6.1"}
+    assert documented == modelled
