@@ -44,10 +44,9 @@ from .device import Device, DeviceSettings, DeviceState
 from .errors import EspError, InputError
 from .faults import CutInjector, OpRecorder, PowerCut, UndoLog, cut_rng, tear
 from .flash import Flash, FlashOp
-from .idf_release import BULK_ERASE_IMAGE_LENGTH, OTA_RESUMPTION, IdfRelease
+from .idf_release import OTA_RESUMPTION, IdfRelease
 from .https_ota.api import https_ota
-from .https_ota.config import image_header_size
-from .ota_ops import OTA_SIZE_UNKNOWN, OTA_WITH_SEQUENTIAL_WRITES
+from .https_ota.config import image_header_size, ota_begin_size, read_size
 from .otadata import OtaData, get_active_otadata
 from .partitions import Partition
 
@@ -74,15 +73,12 @@ class OtaPlan:
 
     def erase_size(self, idf: IdfRelease) -> int:
         """The ``image_size`` esp_https_ota of release ``idf`` gives esp_ota_begin."""
-        if self.bulk_flash_erase:
-            return len(self.image) if self.image and idf.has(BULK_ERASE_IMAGE_LENGTH) else OTA_SIZE_UNKNOWN
-        return OTA_WITH_SEQUENTIAL_WRITES
+        return ota_begin_size(idf, self.bulk_flash_erase, len(self.image))
 
     def chunks(self, idf: IdfRelease, start: int = 0) -> Iterator[memoryview]:
         """The esp_ota_write calls of release ``idf`` from byte ``start``: the header first (when
         starting at 0), then pieces of max(buffer_size, header size), as esp_http_client_read fills its buffer."""
-        header = image_header_size(idf)
-        step = max(self.buffer_size, header)
+        header, step = image_header_size(idf), read_size(idf, self.buffer_size)
         view = memoryview(self.image)
         pos = start
         if pos == 0:

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
-from ..idf_release import HEADER_1024, IdfRelease
+from ..idf_release import BULK_ERASE_IMAGE_LENGTH, HEADER_1024, IdfRelease
+from ..ota_ops import OTA_SIZE_UNKNOWN, OTA_WITH_SEQUENTIAL_WRITES
 
 DEFAULT_USER_AGENT = "ESP32 HTTP Client/1.0"
 DEFAULT_TIMEOUT_MS = 5000
@@ -78,3 +79,16 @@ class OtaConfig:
 def image_header_size(idf: IdfRelease) -> int:
     """What esp_https_ota reads first as the image header, and its smallest read buffer, in ``idf``."""
     return IMAGE_HEADER_SIZE if idf.has(HEADER_1024) else V4_IMAGE_HEADER_SIZE
+
+
+def read_size(idf: IdfRelease, buffer_size: int) -> int:
+    """The size of each esp_http_client_read after the header: ``max(buffer_size, header size)``."""
+    return max(buffer_size, image_header_size(idf))
+
+
+def ota_begin_size(idf: IdfRelease, bulk_flash_erase: bool, image_length: int) -> int:
+    """The ``image_size`` esp_https_ota gives esp_ota_begin: sequential erase, or with bulk erase the
+    announced image length (from v5.3; before, and without a length, the whole slot)."""
+    if not bulk_flash_erase:
+        return OTA_WITH_SEQUENTIAL_WRITES
+    return image_length if image_length > 0 and idf.has(BULK_ERASE_IMAGE_LENGTH) else OTA_SIZE_UNKNOWN

@@ -17,7 +17,6 @@ from ..errors import EspError, InputError
 from ..idf_release import (
     ADD_AUTH_CHECKED,
     AUTH_RETRY_LIMIT,
-    BULK_ERASE_IMAGE_LENGTH,
     CHIP_REVISION_CHECK,
     DECRYPT_CB,
     DESC_FROM_SLOT,
@@ -38,7 +37,6 @@ from ..idf_release import (
 )
 from ..image.reader import describe_non_image
 from ..image.verify import chip_revision_problem
-from ..ota_ops import OTA_SIZE_UNKNOWN, OTA_WITH_SEQUENTIAL_WRITES
 from . import events as ev
 from .client import REDIRECT_STATUSES, HttpClient
 from .config import (
@@ -49,6 +47,8 @@ from .config import (
     OnProgress,
     OtaConfig,
     image_header_size,
+    ota_begin_size,
+    read_size,
 )
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class EspHttpsOta:
         self.buffer = b""  # the header bytes read by get_img_desc, written by the first perform
         self.max_request = config.max_http_request_size or DEFAULT_REQUEST_SIZE
         self.header_size = image_header_size(self.idf)
-        self.buffer_size = max(config.http.buffer_size, self.header_size)
+        self.buffer_size = read_size(self.idf, config.http.buffer_size)
         self.ota_resumption = config.ota_resumption
         retries = config.http.max_authorization_retries
         self.auth_retries = DEFAULT_MAX_AUTH_RETRIES if retries == 0 else max(retries, 0)
@@ -227,8 +227,8 @@ class EspHttpsOta:
         self.post(ev.START)
         http, idf = self.config.http, self.idf
         # Only the verification options are checked, not the URL: with cert_pem set, an http:// URL is
-        # fetched over plain TCP.
-        verifies = bool(http.cert_pem) or (http.crt_bundle and idf.has(VERIFY_WITH_BUNDLE))
+        # fetched over plain TCP. Before v4.3.4 only cert_pem counted.
+        verifies = http.verifies_server if idf.has(VERIFY_WITH_BUNDLE) else bool(http.cert_pem)
         if not verifies and not self.config.allow_http:
             raise EspError(
                 "ESP_ERR_INVALID_ARG",
@@ -387,11 +387,7 @@ class EspHttpsOta:
             raise EspError("ESP_FAIL", "esp_https_ota_perform: invalid state (begin did not succeed)")
         client, staging = self.client, self.staging
         assert client is not None and staging is not None
-        if self.config.bulk_flash_erase:
-            known = self.image_length > 0 and self.idf.has(BULK_ERASE_IMAGE_LENGTH)
-            erase_size = self.image_length if known else OTA_SIZE_UNKNOWN
-        else:
-            erase_size = OTA_WITH_SEQUENTIAL_WRITES
+        erase_size = ota_begin_size(self.idf, self.config.bulk_flash_erase, self.image_length)
         if self.state == BEGIN:
             self.handle = self.dev.ota.begin(staging, erase_size)
             self.state = IN_PROGRESS
