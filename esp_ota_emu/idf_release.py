@@ -33,13 +33,15 @@ class Change:
     what: str
     since: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_firsts", tuple(_parse_version(v) for v in self.since))
+
     def in_release(self, version: tuple[int, int, int]) -> bool:
         """Whether release ``version`` (major, minor, patch) has this behaviour."""
-        firsts = [_parse_version(v) for v in self.since]
-        for first in firsts:
+        for first in self._firsts:
             if first[:2] == version[:2]:
                 return version >= first
-        return version > firsts[-1]
+        return version > self._firsts[-1]
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,6 @@ class IdfRelease:
         return "v{}.{}.{}".format(*self.version)
 
 
-@functools.lru_cache(maxsize=256)
 def _parse_version(text: str) -> tuple[int, int, int]:
     match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.(\d+))?", text.strip())
     if not match:
