@@ -10,6 +10,7 @@ import pytest
 
 from esp_ota_emu.device import Device
 from esp_ota_emu.errors import EspError
+from esp_ota_emu.flash import Flash
 from esp_ota_emu.formats.otadata import OtaState
 from esp_ota_emu.ota_ops import OTA_SIZE_UNKNOWN, OTA_WITH_SEQUENTIAL_WRITES
 from helpers_flash import entry, make_flash, real_app, sample
@@ -114,6 +115,27 @@ factory, app, factory, 0x10000, 0x30000,
 ota_0, app, ota_0, 0x40000, 0x100000,
 ota_1, app, ota_1, 0x140000, 0x100000,
 """
+
+
+def test_end_hashes_only_what_the_running_hash_has_not_taken(realdata, tmp_path, monkeypatch):
+    """The point of the running SHA-256: over esp_ota_write and esp_ota_end every hashed byte of the
+    image is read from the flash once, not a second time for the verification."""
+    image = real_app(realdata)
+    path = make_flash(tmp_path / "f.bin", realdata, BIG_SLOTS, {"factory": sample("v1")})
+    hashed = []
+    original = Flash._hash_into
+    monkeypatch.setattr(Flash, "_hash_into", lambda self, sha, start, end: (hashed.append(end - start),
+                                                                           original(self, sha, start, end)))
+    with Device.open(path) as dev:
+        dev.boot(power_on=True)
+        hashed.clear()
+        slot = dev.partitions.find("ota_0")
+        h = dev.ota.begin(slot, OTA_WITH_SEQUENTIAL_WRITES)
+        for i in range(0, len(image), 4096):
+            dev.ota.write(h, image[i : i + 4096])
+        dev.ota.end(h)
+    assert sum(hashed) == len(image) - 32  # the digest itself is not hashed
+    assert len(hashed) > 2  # taken in pieces while the slot was written
 
 
 @pytest.mark.parametrize("changed_at", [None, 0x20, 0x1234, 0x80000])
