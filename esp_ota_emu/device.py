@@ -244,6 +244,12 @@ class Device:
         return efuses.chip_revision if efuses is not None else 0
 
     @property
+    def disable_wafer_version_major(self) -> bool:
+        """The chip's DISABLE_WAFER_VERSION_MAJOR eFuse (false for a chip without an eFuse model)."""
+        efuses = self.efuses
+        return efuses is not None and efuses.disable_wafer_version_major
+
+    @property
     def partitions(self) -> PartitionTable:
         """The partition table, read the way the bootloader reads it (MD5 optional)."""
         if self._partitions is None:
@@ -390,6 +396,7 @@ class Device:
         check = signature_check(self, load=load)
         return verify_image(
             view, base, p.size, chip=self._chip, chip_rev=self.chip_rev, load=load,
+            disable_wafer_version_major=self.disable_wafer_version_major,
             # signed apps without Secure Boot use the V2 signature sector scheme
             secure_boot=(self.settings.secure_boot or "v2") if check is not None else None,
             signature_check=check, sha256=sha256,

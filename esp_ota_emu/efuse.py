@@ -253,6 +253,12 @@ class Efuses:
             return self.read("WAFER_VERSION_MINOR")
         return self.read("WAFER_VERSION_MINOR_HI") << 3 | self.read("WAFER_VERSION_MINOR_LO")
 
+    @property
+    def disable_wafer_version_major(self) -> bool:
+        """``efuse_hal_get_disable_wafer_version_major()``: set, apps' maximum chip revision is not
+        checked. The ESP32 has no such eFuse (its HAL answers false)."""
+        return "DISABLE_WAFER_VERSION_MAJOR" in self.layout.fields and bool(self.read("DISABLE_WAFER_VERSION_MAJOR"))
+
     def _set_chip_revision(self, chip_rev: int) -> None:
         major, minor = divmod(chip_rev, 100)
         if self.chip == "esp32":
@@ -458,4 +464,5 @@ class Efuses:
             out["secure_boot_v1_enabled"] = self.secure_boot_v1_enabled
         else:
             out["key_purposes"] = [_PURPOSE_NAMES.get(self.read(f"KEY_PURPOSE_{i}"), "?") for i in range(6)]
+            out["disable_wafer_version_major"] = self.disable_wafer_version_major
         return out

@@ -187,7 +187,8 @@ def test_fields_match_espefuse_esp32c3(sec, tmp_path):
     _espefuse("esp32c3", vfile, "burn-key", "--no-read-protect", "BLOCK_KEY1", str(sec / "256bit_key.bin"),
               "XTS_AES_128_KEY")
     _espefuse("esp32c3", vfile, "burn-efuse", "SECURE_BOOT_KEY_REVOKE1", "1", "SPI_BOOT_CRYPT_CNT", "1",
-              "SECURE_VERSION", "0x1f", "SECURE_BOOT_EN", "1", "WAFER_VERSION_MINOR_LO", "3")
+              "SECURE_VERSION", "0x1f", "SECURE_BOOT_EN", "1", "WAFER_VERSION_MINOR_LO", "3",
+              "DISABLE_WAFER_VERSION_MAJOR", "1")
     model.burn_secure_boot_key_digest(sbv2.key_digest(load_public_key(pubkey.read_bytes())))
     model.burn_flash_encryption_key(key)
     model.revoke_secure_boot_key(1)
@@ -195,8 +196,10 @@ def test_fields_match_espefuse_esp32c3(sec, tmp_path):
     model.burn_secure_version(5)
     model.enable_secure_boot_v2()
     model.burn("WAFER_VERSION_MINOR_LO", 3)
+    assert not model.disable_wafer_version_major
+    model.burn("DISABLE_WAFER_VERSION_MAJOR", 1)
     got = _from_espefuse("esp32c3", vfile, drop_protection=True)
-    assert got.blocks == model.blocks
+    assert got.blocks == model.blocks and got.disable_wafer_version_major
     assert got.chip_revision == 3 and got.secure_version == 5 and got.flash_encryption_key == key
     assert got.secure_boot_key_digests()[1]["revoked"] and got.secure_boot_v2_enabled
 
@@ -213,6 +216,11 @@ def test_cli_efuse_file(sec, tmp_path):
     assert info["secure_boot_key_digests"][0]["digest"] == digest.hex()
     res = runner.invoke(cli, ["efuse", "--chip", "esp32", "--file", str(out), "--json"])
     assert json.loads(res.output)["secure_version"] == 2 and len(out.read_bytes()) == 124
+    for chip, burn, message in [("esp32", "DISABLE_WAFER_VERSION_MAJOR=1", "esp32 has no eFuse field"),
+                                ("esp32c3", "WAFER_VERSION_MAJOR=9", "2 bits wide"),
+                                ("esp32c3", "SECURE_VERSION", "takes NAME=VALUE")]:
+        res = runner.invoke(cli, ["efuse", "--chip", chip, "--burn-efuse", burn])
+        assert res.exit_code == 3 and message in res.output
     res = runner.invoke(cli, ["efuse", "--chip", "esp32c3", "--file", str(out)])
     assert res.exit_code == 3 and "1024 bytes" in res.output
 
@@ -229,3 +237,51 @@ def test_device_chip_revision_comes_from_its_efuses(tmp_path):
         assert dev.chip_rev == 300
     with Device.open(tmp_path / "f.bin", chip_rev=101) as dev:  # the setting wins
         assert dev.chip_rev == 101
+
+
+C3 = "esp-serial-flasher/hello-world_2025-08/ESP32_C3"
+
+
+def test_disable_wafer_version_major_lifts_the_maximum_revision(realdata, tmp_path):
+    """Espressif's C3 hello_world runs on v0.3..v1.99. On a v2.0 chip the bootloader refuses it, and
+    from v5.5 esp_https_ota refuses it on its first bytes, unless DISABLE_WAFER_VERSION_MAJOR is burned
+    (bootloader_common_check_chip_revision_validity skips the maximum then)."""
+    from esp_ota_emu.device import Device
+    from esp_ota_emu.https_ota.api import https_ota
+    from esp_ota_emu.mkflash import build_flash
+    from esp_ota_emu.partitions import PartitionTable
+    from esp_ota_emu.testserver import serve_files
+
+    app = (realdata / C3 / "hello_world.bin").read_bytes()
+    table = PartitionTable.from_csv("otadata, data, ota, 0xd000, 0x2000,\n"
+                                    "ota_0, app, ota_0, 0x10000, 0x100000,\n"
+                                    "ota_1, app, ota_1, 0x110000, 0x100000,\n")
+    bootloader = (realdata / C3 / "bootloader.bin").read_bytes()
+    runner = CliRunner()
+    for fuse in (False, True):
+        flash, efuse_file = tmp_path / f"c3-{fuse}.bin", tmp_path / f"c3-{fuse}.efuse"
+        build_flash(flash, partitions=table, bootloader=bootloader, apps={"ota_0": app}, chip="esp32c3",
+                    flash_size="keep")
+        args = ["efuse", "--chip", "esp32c3", "--chip-rev", "200", "-o", str(efuse_file), "--json"]
+        res = runner.invoke(cli, args + (["--burn-efuse", "disable_wafer_version_major=1"] if fuse else []))
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.output)["disable_wafer_version_major"] is fuse
+        with Device.open(flash, efuse_file=str(efuse_file)) as dev:
+            assert dev.chip_rev == 200 and dev.disable_wafer_version_major is fuse
+            assert (dev.boot(power_on=True).booted is not None) is fuse
+        # the OTA's own check, from an app that runs: give the device a revision it can boot at first
+        with Device.open(flash, chip_rev=3) as dev:
+            assert dev.boot(power_on=True).booted.label == "ota_0"
+        events = []
+        with serve_files({"app.bin": app}) as srv, Device.open(flash, chip_rev=200, idf_release="v5.5") as dev:
+            try:
+                result = https_ota(dev, srv.url("app.bin"), cert_pem=srv.tls.ca_pem.read_text(),
+                                   on_event=lambda name, data: events.append((name, data)))
+            except EspError as err:
+                result = err
+            assert ("ESP_HTTPS_OTA_VERIFY_CHIP_REVISION", 3) in events
+            if fuse:
+                assert result.boot_partition_updated and dev.boot().booted.label == "ota_1"
+            else:
+                assert result.esp_err == "ESP_ERR_INVALID_VERSION"
+                assert result.message == "Image requires chip rev <= v1.99, but chip is v2.0"

@@ -205,6 +205,8 @@ _flash_crypto_command("decrypt-flash-data", flash_encryption.decrypt_flash_data,
 @click.option("--chip", type=click.Choice(SUPPORTED_CHIPS), required=True, help="Chip of the eFuse file.")
 @click.option("--file", "efuse_file", default=None, help="QEMU eFuse file to read (default: a fresh chip).")
 @click.option("--chip-rev", default=None, help="Fresh chip only: revision as major*100+minor (e.g. 300).")
+@click.option("--burn-efuse", "burn_fields", multiple=True, metavar="NAME=VALUE",
+              help="Burn a field by its espefuse name (e.g. DISABLE_WAFER_VERSION_MAJOR=1); repeatable.")
 @click.option("--burn-secure-version", type=int, default=None, help="Raise the anti-rollback version to N.")
 @click.option("--burn-key-digest", "digest_keys", multiple=True, help="Burn the SBv2 digest of this PEM key.")
 @click.option("--revoke-key-digest", "revoke", type=int, multiple=True, help="Revoke Secure Boot key N.")
@@ -213,8 +215,8 @@ _flash_crypto_command("decrypt-flash-data", flash_encryption.decrypt_flash_data,
 @click.option("--enable-flash-encryption", is_flag=True, help="Burn one more CRYPT_CNT bit (development mode).")
 @click.option("--output", "-o", default=None, help="QEMU eFuse file to write.")
 @click.option("--json", "as_json", is_flag=True, help="Print the eFuses as one JSON object.")
-def efuse_cmd(chip, efuse_file, chip_rev, burn_secure_version, digest_keys, revoke, fe_key, enable_secure_boot,
-              enable_flash_encryption, output, as_json):
+def efuse_cmd(chip, efuse_file, chip_rev, burn_fields, burn_secure_version, digest_keys, revoke, fe_key,
+              enable_secure_boot, enable_flash_encryption, output, as_json):
     """Create, inspect and burn a QEMU eFuse file (124 bytes for the ESP32, 1024 for the C3/S3)."""
     if efuse_file:
         if chip_rev is not None:
@@ -222,6 +224,11 @@ def efuse_cmd(chip, efuse_file, chip_rev, burn_secure_version, digest_keys, revo
         efuses = Efuses.from_qemu_file(chip, _read(efuse_file))
     else:
         efuses = Efuses.default(chip, None if chip_rev is None else _int(chip_rev))
+    for field in burn_fields:
+        name, sep, value = field.partition("=")
+        if not sep:
+            raise InputError(f"--burn-efuse takes NAME=VALUE, not {field!r}")
+        efuses.burn(name.strip().upper(), _int(value))
     if burn_secure_version is not None:
         efuses.burn_secure_version(burn_secure_version)
     for key in digest_keys:

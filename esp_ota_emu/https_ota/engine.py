@@ -334,7 +334,10 @@ class EspHttpsOta:
             return
         min_rev = int.from_bytes(data[15:17], "little")
         self.post(ev.VERIFY_CHIP_REVISION, min_rev)
-        problem = chip_revision_problem(min_rev, int.from_bytes(data[17:19], "little"), self.dev.chip_rev)
+        problem = chip_revision_problem(
+            min_rev, int.from_bytes(data[17:19], "little"), self.dev.chip_rev,
+            check_max=not self.dev.disable_wafer_version_major,
+        )
         if problem is not None:
             raise EspError("ESP_ERR_INVALID_VERSION", problem)
 
