@@ -383,6 +383,39 @@ def test_partial_download_without_head_support(flash, app):
     assert seen[2][:2] == ("GET", "bytes=0-65535")
 
 
+def test_length_probe_206_without_a_usable_content_range(flash, app):
+    """v6.0's fallback takes the length from the 206's Content-Range. esp_http_client's content_range
+    starts at 0 and only a Content-Range header sets it, so a 206 without one gives length 0: no Range
+    on the download, one GET of the whole body, esp_ota_end, no boot switch, and ESP_OK. A total of
+    ``*`` gives -1, which begin refuses."""
+    otadata_before = flash.read_bytes()[OTADATA : OTADATA + 2 * SECTOR]
+    with serve_files({"app.bin": app}, faults=Faults(no_head=True, content_range="")) as srv:
+        result, events = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="v6.0.2",
+                             partial_http_download=True, max_http_request_size=100_000)
+        seen = [(r.method, r.range, r.status) for r in srv.requests]
+        srv.requests.clear()
+        srv.faults.content_range = "bytes 0-0/*"
+        unknown, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="v6.0.2",
+                         partial_http_download=True, max_http_request_size=100_000)
+        unknown_seen = [(r.method, r.range, r.status) for r in srv.requests]
+    after = flash.read_bytes()
+    assert seen == [("HEAD", None, 405), ("GET", "bytes=0-0", 206), ("GET", None, 200)]
+    assert not result.boot_partition_updated and result.image_length == 0 and result.bytes_written == len(app)
+    assert after[SLOT : SLOT + len(app)] == app and after[OTADATA : OTADATA + 2 * SECTOR] == otadata_before
+    assert events[-1] == ("ESP_HTTPS_OTA_FINISH", None)
+    assert unknown.esp_err == "ESP_FAIL" and "no total in its Content-Range" in unknown.message
+    assert unknown_seen == [("HEAD", None, 405), ("GET", "bytes=0-0", 206)]
+
+
+@pytest.mark.parametrize("value,total", [("bytes 0-0/4096", 4096), ("bytes 0-0/*", -1), ("bytes 0-0", -1),
+                                         ("bytes 0-0/0", -1), ("bytes 0-0/12x", -1), ("bytes 0-0/+7", 7),
+                                         ("bytes 0-0/99999999999", 0x7FFFFFFF)])
+def test_content_range_total_reads_as_esp_http_client_does(value, total):
+    from esp_ota_emu.https_ota.client import _content_range_total
+
+    assert _content_range_total(value) == total
+
+
 @pytest.mark.parametrize("idf_release", ["v5", "v5.5.5", "v6.0"])
 def test_partial_download_when_head_gives_no_length(flash, app, idf_release):
     """A HEAD answer without Content-Length (here: chunked). Until v6.0 esp_https_ota sends no Range,

@@ -84,6 +84,11 @@ def test_faults():
         faults.status, faults.content_length_delta = None, 100
         with pytest.raises(httpx.RemoteProtocolError):
             _get(srv)
+        faults.content_length_delta = 0
+        for sent in ("", "bytes 0-9/*"):
+            faults.content_range = sent
+            r = _get(srv, headers={"Range": "bytes=0-9"})
+            assert r.status_code == 206 and r.headers.get("Content-Range", "") == sent and r.content == DATA[:10]
 
 
 def test_certificates(tmp_path):
@@ -118,7 +123,8 @@ def test_serve_command(tmp_path):
     (tmp_path / "app.bin").write_bytes(DATA)
     exe = Path(sys.executable).with_name("esp-ota-emu")
     proc = subprocess.Popen(
-        [str(exe), "serve", "--port", "0", "--tls-dir", str(tmp_path / "certs"), "--auth", "u:p", str(tmp_path / "app.bin")],
+        [str(exe), "serve", "--port", "0", "--tls-dir", str(tmp_path / "certs"), "--auth", "u:p",
+         "--content-range", "", str(tmp_path / "app.bin")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -128,6 +134,8 @@ def test_serve_command(tmp_path):
         assert Path(ca) == (tmp_path / "certs" / "ca.pem").resolve() and url.endswith("/app.bin")
         assert httpx.get(url, verify=_trust(ca)).status_code == 401
         assert httpx.get(url, verify=_trust(ca), auth=("u", "p")).content == DATA
+        ranged = httpx.get(url, verify=_trust(ca), auth=("u", "p"), headers={"Range": "bytes=0-9"})
+        assert ranged.status_code == 206 and "Content-Range" not in ranged.headers
     finally:
         os.kill(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=10) == 0

@@ -37,9 +37,10 @@ from .main import cli
 @click.option("--redirect-host", help="Fault: redirect to this host name (absolute Location, same port).")
 @click.option("--status", type=int, help="Fault: answer every request with this HTTP status.")
 @click.option("--no-head", is_flag=True, help="Fault: answer HEAD with 405.")
+@click.option("--content-range", help="Fault: send this Content-Range on 206 answers ('' sends none).")
 def serve_cmd(paths, host, port, tls_dir, cert, key, no_tls, client_ca, auth, auth_scheme, drop_after, ignore_range,
               range_not_satisfiable, content_length_delta, chunked, stall_after, stall_seconds, redirects,
-              redirect_status, redirect_host, status, no_head):
+              redirect_status, redirect_host, status, no_head, content_range):
     """Serve PATHS (files, or folders of files) over HTTPS with HEAD and Range, until Ctrl-C."""
     if no_tls:
         tls = None
@@ -60,7 +61,7 @@ def serve_cmd(paths, host, port, tls_dir, cert, key, no_tls, client_ca, auth, au
         drop_after=drop_after, ignore_range=ignore_range, range_not_satisfiable=range_not_satisfiable,
         content_length_delta=content_length_delta, chunked=chunked, stall_after=stall_after,
         stall_seconds=stall_seconds, redirects=redirects, redirect_status=int(redirect_status), redirect_host=redirect_host, status=status,
-        no_head=no_head,
+        no_head=no_head, content_range=content_range,
     )
     files = files_from_paths(list(paths))
     if not files:

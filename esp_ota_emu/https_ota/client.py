@@ -193,6 +193,17 @@ def _cached_ssl_context(
     return context
 
 
+def _content_range_total(value: str) -> int:
+    """``http_on_header_value`` on a Content-Range (v6.0+): the total after the '/', read with strtol
+    (32-bit long: a larger number saturates), or -1 for ``/*``, no '/', or a total that is not a whole
+    positive number."""
+    _, slash, total = value.partition("/")
+    match = re.fullmatch(r"[ \t\n\v\f\r]*([+-]?\d+)", total) if slash else None
+    if match is None or int(match.group(1)) <= 0:
+        return -1
+    return min(int(match.group(1)), 0x7FFFFFFF)
+
+
 class HttpClient:
     """One esp_http_client handle: a URL, request headers, and at most one open response."""
 
@@ -227,6 +238,9 @@ class HttpClient:
         self._pending = b""  # body bytes received but not yet read
         self.status_code = -1
         self.content_length = -1
+        # response->content_range: the total of the last Content-Range header; the response struct is
+        # zeroed once when the client is made, and answers without the header leave the field as it was
+        self.content_range = 0
         self.is_chunked = False
         self.data_process = 0
         self._body_done = False
@@ -311,6 +325,9 @@ class HttpClient:
         self.status_code = response.status_code
         length = response.headers.get("Content-Length")
         self.content_length = int(length) if length and length.isdigit() else -1
+        content_range = response.headers.get("Content-Range")
+        if content_range is not None:
+            self.content_range = _content_range_total(content_range)
         self.is_chunked = self.content_length <= 0
         self.data_process = 0
         self._body_done = self.method == "HEAD"
@@ -327,12 +344,6 @@ class HttpClient:
     @property
     def www_authenticate(self) -> str | None:
         return self._response.headers.get("WWW-Authenticate") if self._response is not None else None
-
-    def content_range_total(self) -> int:
-        """The total size from ``Content-Range: bytes a-b/TOTAL`` (-1 if absent)."""
-        value = self._response.headers.get("Content-Range", "") if self._response is not None else ""
-        match = re.search(r"/(\d+)\s*$", value)
-        return int(match.group(1)) if match else -1
 
     def read(self, length: int) -> bytes:
         """``esp_http_client_read``: up to ``length`` bytes, fewer only when the body ends or breaks.

@@ -206,9 +206,10 @@ class EspHttpsOta:
             if status not in (200, 206):
                 raise EspError("ESP_FAIL", f"the length probe (Range: bytes=0-0) got status {status}")
             client.delete_header("Range")
-            self.image_length = client.content_length if status == 200 else client.content_range_total()
+            self.image_length = client.content_length if status == 200 else client.content_range
         if self.image_length == -1 and self.idf.has(HEAD_FALLBACK):
-            raise EspError("ESP_FAIL", "the server did not say how long the image is (no Content-Length)")
+            missing = ("no total in its Content-Range" if status == 206 else "no Content-Length")
+            raise EspError("ESP_FAIL", f"the server did not say how long the image is ({missing})")
         self.image_length -= self.enc_header
         client.close()
         if not self.idf.has(RANGE_FROM_RESUME_OFFSET):

@@ -50,6 +50,7 @@ class Faults:
     status: int | None = None  # answer GET and HEAD with this status and a small HTML page
     no_head: bool = False  # answer HEAD with 405
     content_encoding: str | None = None  # send this Content-Encoding header (the body is served as stored)
+    content_range: str | None = None  # send this Content-Range on a 206 instead of the true one ("": none)
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,9 @@ class _Handler(BaseHTTPRequestHandler):
         if faults.content_encoding:
             self.send_header("Content-Encoding", faults.content_encoding)
         if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+            content_range = f"bytes {start}-{end - 1}/{size}" if faults.content_range is None else faults.content_range
+            if content_range:
+                self.send_header("Content-Range", content_range)
         if faults.chunked:
             self.send_header("Transfer-Encoding", "chunked")
         else:
