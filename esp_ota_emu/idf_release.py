@@ -143,6 +143,10 @@ HTTP_304_416 = Change("a 304 answer is ESP_ERR_HTTP_NOT_MODIFIED, a 416 ESP_ERR_
 AUTH_RETRY_LIMIT = Change(
     "esp_https_ota gives up after max_authorization_retries 401 answers (before: it asks again forever)", ("5.1",)
 )
+DIGEST_AUTH_KCONFIG = Change(
+    "Digest auth can be left out of the build (CONFIG_ESP_HTTP_CLIENT_ENABLE_DIGEST_AUTH; before: always in)",
+    ("4.4",),
+)
 DIGEST_QOP_ONLY_IF_OFFERED = Change(
     "a Digest answer has qop, nc and a quoted cnonce only when the challenge named a qop (before: always, "
     "the cnonce unquoted and a missing qop printed as (null))",

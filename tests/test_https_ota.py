@@ -597,6 +597,44 @@ def test_auth_answers_the_401(flash, app, scheme):
     assert result.boot_partition_updated
 
 
+@pytest.mark.parametrize("scheme,built_out", [("Basic", {"basic_auth": False}), ("Digest", {"digest_auth": False})])
+def test_auth_scheme_left_out_of_the_build(flash, app, scheme, built_out):
+    """With CONFIG_ESP_HTTP_CLIENT_ENABLE_<scheme>_AUTH off (ESP-IDF's default) esp_http_client_add_auth
+    does not know the challenge: up to v5.4 esp_https_ota asks again until max_authorization_retries,
+    from v5.5 the OTA ends at once with ESP_ERR_NOT_SUPPORTED. The other scheme is still answered."""
+    other = {"basic_auth": False} if scheme == "Digest" else {"digest_auth": False}
+    before = flash.read_bytes()
+    with serve_files({"app.bin": app}, auth=("ota", "s3cret"), auth_scheme=scheme) as srv:
+        for release, requests, esp_err in (("v5.4.4", 11, "ESP_FAIL"), ("v5.5", 1, "ESP_ERR_NOT_SUPPORTED")):
+            srv.requests.clear()
+            err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release=release,
+                         username="ota", password="s3cret", **built_out)
+            assert err.esp_err == esp_err and [r.status for r in srv.requests] == [401] * requests
+            assert flash.read_bytes() == before
+        assert f"CONFIG_ESP_HTTP_CLIENT_ENABLE_{scheme.upper()}_AUTH is off" in err.message
+        result, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, username="ota", password="s3cret", **other)
+    assert result.boot_partition_updated
+
+
+def test_cli_no_basic_auth(flash, app):
+    with serve_files({"app.bin": app}, auth=("ota", "s3cret")) as srv:
+        url = srv.url("app.bin").replace("https://", "https://ota:s3cret@")
+        res = CliRunner().invoke(cli, ["ota", str(flash), "--url", url, "--cert-pem", str(srv.tls.ca_pem),
+                                       "--idf-release", "v5.5", "--no-basic-auth"])
+    assert res.exit_code == EXIT_OTA_FAILED
+    assert "ESP_ERR_NOT_SUPPORTED" in res.output and "CONFIG_ESP_HTTP_CLIENT_ENABLE_BASIC_AUTH is off" in res.output
+
+
+def test_digest_auth_is_always_built_into_v4_3(flash, app):
+    with serve_files({"app.bin": app}, auth=("ota", "s3cret"), auth_scheme="Digest") as srv:
+        with pytest.raises(InputError, match="no CONFIG_ESP_HTTP_CLIENT_ENABLE_DIGEST_AUTH"):
+            run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="v4.3.3", digest_auth=False)
+        assert srv.requests == []
+        result, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="v4.3.3", username="ota",
+                        password="s3cret")
+    assert result.boot_partition_updated
+
+
 def test_wrong_password_gives_up_after_the_retries(flash, app):
     with serve_files({"app.bin": app}, auth=("ota", "s3cret")) as srv:
         err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, username="ota", password="wrong",

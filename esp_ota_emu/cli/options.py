@@ -123,6 +123,11 @@ _HTTPS_OTA_OPTIONS = (
     click.option("--client-key", type=click.Path(exists=True, dir_okay=False), help="Mutual TLS: client key (PEM)."),
     click.option("--username", help="User for Basic/Digest auth (default: from the URL)."),
     click.option("--password", help="Password for Basic/Digest auth (default: from the URL)."),
+    click.option("--basic-auth/--no-basic-auth", default=True, show_default=True,
+                 help="Answer a Basic challenge (CONFIG_ESP_HTTP_CLIENT_ENABLE_BASIC_AUTH; off in ESP-IDF's defaults)."),
+    click.option("--digest-auth/--no-digest-auth", default=True, show_default=True,
+                 help="Answer a Digest challenge (CONFIG_ESP_HTTP_CLIENT_ENABLE_DIGEST_AUTH; off in ESP-IDF's "
+                      "defaults from v5.0)."),
     click.option("--timeout-ms", type=click.IntRange(min=1), default=5000, show_default=True,
                  help="Network timeout."),
     click.option("--header", "headers", multiple=True, help="Extra request header 'Key: Value' (repeatable)."),
@@ -137,7 +142,7 @@ _HTTPS_OTA_OPTIONS = (
 )
 _HTTPS_OTA_NAMES = (
     "cert_pem", "crt_bundle", "allow_http", "skip_cert_common_name_check", "common_name", "client_cert",
-    "client_key", "username", "password", "timeout_ms", "headers", "user_agent", "buffer_size",
+    "client_key", "username", "password", "basic_auth", "digest_auth", "timeout_ms", "headers", "user_agent", "buffer_size",
     "partial_http_download", "max_http_request_size", "bulk_flash_erase",
 )
 

@@ -219,6 +219,8 @@ class HttpClient:
         retries = config.max_authorization_retries
         self.max_authorization_retries = DEFAULT_MAX_AUTH_RETRIES if retries == 0 else max(retries, 0)
         self.redirect_counter = 0
+        self.basic_auth = config.basic_auth
+        self.digest_auth = config.digest_auth
         self.auth_type: str | None = None  # HTTP_AUTH_TYPE_NONE until a 401 names Basic or Digest
         self._digest: _DigestState | None = None
         self._headers: dict[str, tuple[str, str]] = {}
@@ -438,14 +440,18 @@ class HttpClient:
             self.auth_type = None
             return EspError("ESP_ERR_NOT_SUPPORTED", "the server answered 401 without WWW-Authenticate")
         self.redirect_counter += 1
-        if challenge.startswith("Digest"):
+        if challenge.startswith("Digest") and self.digest_auth:
             self.auth_type = "Digest"
             self._digest = _DigestState(challenge, self.method, self.idf)
-        elif challenge.startswith("Basic"):
+        elif challenge.startswith("Basic") and self.basic_auth:
             self.auth_type = "Basic"
         else:
             self.auth_type = None
-            return EspError("ESP_ERR_NOT_SUPPORTED", f"the server answered 401 with an unsupported challenge {challenge!r}")
+            scheme = challenge.split(None, 1)[0]
+            built_out = (f": CONFIG_ESP_HTTP_CLIENT_ENABLE_{scheme.upper()}_AUTH is off"
+                         if scheme in ("Basic", "Digest") else "")
+            return EspError("ESP_ERR_NOT_SUPPORTED",
+                            f"the server answered 401 with an unsupported challenge {challenge!r}{built_out}")
         return None
 
     def perform(self) -> None:

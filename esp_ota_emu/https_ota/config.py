@@ -53,6 +53,11 @@ class HttpConfig:
     buffer_size: int = 0  # rx buffer; the OTA buffer is max(buffer_size, 1024)
     max_redirection_count: int = 0  # 0 -> 10
     max_authorization_retries: int = 0  # 0 -> 10, -1 -> 0
+    # CONFIG_ESP_HTTP_CLIENT_ENABLE_BASIC_AUTH / _DIGEST_AUTH: whether a 401 challenge of that scheme is
+    # answered. ESP-IDF's defaults are off (Digest: on in v4.4, always compiled in before); the emulator
+    # answers both unless told otherwise.
+    basic_auth: bool = True
+    digest_auth: bool = True
 
     @property
     def verifies_server(self) -> bool:

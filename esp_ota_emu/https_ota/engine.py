@@ -20,6 +20,7 @@ from ..idf_release import (
     CHIP_REVISION_CHECK,
     DECRYPT_CB,
     DESC_FROM_SLOT,
+    DIGEST_AUTH_KCONFIG,
     ENC_IMG_HEADER_SIZE,
     HEADER_1024,
     HEADER_COUNTED_ONCE,
@@ -225,8 +226,11 @@ class EspHttpsOta:
     # -- begin ----------------------------------------------------------------------------------
     def begin(self) -> None:
         """``esp_https_ota_begin``."""
-        self.post(ev.START)
         http, idf = self.config.http, self.idf
+        if not http.digest_auth and not idf.has(DIGEST_AUTH_KCONFIG):
+            raise InputError(f"ESP-IDF {idf} has no CONFIG_ESP_HTTP_CLIENT_ENABLE_DIGEST_AUTH: Digest auth is "
+                             "always built in (the option came in v4.4)")
+        self.post(ev.START)
         # Only the verification options are checked, not the URL: with cert_pem set, an http:// URL is
         # fetched over plain TCP. Before v4.3.4 only cert_pem counted.
         verifies = http.verifies_server if idf.has(VERIFY_WITH_BUNDLE) else bool(http.cert_pem)
