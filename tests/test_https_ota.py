@@ -616,12 +616,35 @@ def test_auth_scheme_left_out_of_the_build(flash, app, scheme, built_out):
     assert result.boot_partition_updated
 
 
+def test_auth_type_basic_sends_the_credentials_at_once(flash, app):
+    """esp_http_client_config_t.auth_type = HTTP_AUTH_TYPE_BASIC: esp_http_client_prepare adds the Basic
+    header to the first request, with or without CONFIG_ESP_HTTP_CLIENT_ENABLE_BASIC_AUTH. With a wrong
+    password the 401's challenge is one such a build cannot answer: auth_type falls back to none, but
+    nothing removes the header, so every retry sends the same credentials again."""
+    with serve_files({"app.bin": app}, auth=("ota", "s3cret")) as srv:
+        result, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, username="ota", password="s3cret",
+                        auth_type="basic", basic_auth=False)
+        assert [(r.status, (r.header("Authorization") or "")[:6]) for r in srv.requests] == [(200, "Basic ")]
+        srv.requests.clear()
+        err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, username="ota", password="wrong",
+                     auth_type="basic", basic_auth=False, idf_release="v5.4.4")
+        sent = [r.header("Authorization") for r in srv.requests]
+    assert result.boot_partition_updated
+    assert err.esp_err == "ESP_FAIL" and len(sent) == 11 and sent[0].startswith("Basic ") and set(sent) == {sent[0]}
+
+
 def test_cli_no_basic_auth(flash, app):
     with serve_files({"app.bin": app}, auth=("ota", "s3cret")) as srv:
         url = srv.url("app.bin").replace("https://", "https://ota:s3cret@")
         res = CliRunner().invoke(cli, ["ota", str(flash), "--url", url, "--cert-pem", str(srv.tls.ca_pem),
                                        "--idf-release", "v5.5", "--no-basic-auth"])
-    assert res.exit_code == EXIT_OTA_FAILED
+        first = srv.requests[0].header("Authorization")
+        srv.requests.clear()
+        ok = CliRunner().invoke(cli, ["ota", str(flash), "--url", url, "--cert-pem", str(srv.tls.ca_pem),
+                                      "--idf-release", "v5.5", "--no-basic-auth", "--auth-type", "basic"])
+        assert ok.exit_code == 0, ok.output
+        assert len(srv.requests) == 1 and srv.requests[0].header("Authorization").startswith("Basic ")
+    assert first is None and res.exit_code == EXIT_OTA_FAILED
     assert "ESP_ERR_NOT_SUPPORTED" in res.output and "CONFIG_ESP_HTTP_CLIENT_ENABLE_BASIC_AUTH is off" in res.output
 
 

@@ -123,6 +123,8 @@ _HTTPS_OTA_OPTIONS = (
     click.option("--client-key", type=click.Path(exists=True, dir_okay=False), help="Mutual TLS: client key (PEM)."),
     click.option("--username", help="User for Basic/Digest auth (default: from the URL)."),
     click.option("--password", help="Password for Basic/Digest auth (default: from the URL)."),
+    click.option("--auth-type", type=click.Choice(["none", "basic"]), default="none", show_default=True,
+                 help="esp_http_client's auth_type: 'basic' sends the credentials with the first request."),
     click.option("--basic-auth/--no-basic-auth", default=True, show_default=True,
                  help="Answer a Basic challenge (CONFIG_ESP_HTTP_CLIENT_ENABLE_BASIC_AUTH; off in ESP-IDF's defaults)."),
     click.option("--digest-auth/--no-digest-auth", default=True, show_default=True,
@@ -142,8 +144,8 @@ _HTTPS_OTA_OPTIONS = (
 )
 _HTTPS_OTA_NAMES = (
     "cert_pem", "crt_bundle", "allow_http", "skip_cert_common_name_check", "common_name", "client_cert",
-    "client_key", "username", "password", "basic_auth", "digest_auth", "timeout_ms", "headers", "user_agent", "buffer_size",
-    "partial_http_download", "max_http_request_size", "bulk_flash_erase",
+    "client_key", "username", "password", "auth_type", "basic_auth", "digest_auth", "timeout_ms", "headers",
+    "user_agent", "buffer_size", "partial_http_download", "max_http_request_size", "bulk_flash_erase",
 )
 
 

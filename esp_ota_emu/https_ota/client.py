@@ -221,7 +221,8 @@ class HttpClient:
         self.redirect_counter = 0
         self.basic_auth = config.basic_auth
         self.digest_auth = config.digest_auth
-        self.auth_type: str | None = None  # HTTP_AUTH_TYPE_NONE until a 401 names Basic or Digest
+        # HTTP_AUTH_TYPE_NONE until a 401 names Basic or Digest, unless the config asks for Basic at once
+        self.auth_type: str | None = "Basic" if config.auth_type == "basic" else None
         self._digest: _DigestState | None = None
         self._headers: dict[str, tuple[str, str]] = {}
         self.set_header("User-Agent", config.user_agent or DEFAULT_USER_AGENT)
@@ -257,7 +258,6 @@ class HttpClient:
 
     def set_method(self, method: str) -> None:
         self.method = method
-
 
     def _prepare(self) -> None:
         """``esp_http_client_prepare``: (re)compute the Authorization header once credentials are known."""

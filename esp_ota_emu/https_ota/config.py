@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Literal, Protocol
 
 from ..idf_release import BULK_ERASE_IMAGE_LENGTH, HEADER_1024, IdfRelease
 from ..ota_ops import OTA_SIZE_UNKNOWN, OTA_WITH_SEQUENTIAL_WRITES
@@ -58,6 +58,9 @@ class HttpConfig:
     # answers both unless told otherwise.
     basic_auth: bool = True
     digest_auth: bool = True
+    # esp_http_client_config_t.auth_type: HTTP_AUTH_TYPE_BASIC sends Basic credentials with the first
+    # request (no Kconfig needed for that); otherwise they go out only after a 401 names a scheme
+    auth_type: Literal["none", "basic"] = "none"
 
     @property
     def verifies_server(self) -> bool:
