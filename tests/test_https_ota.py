@@ -631,6 +631,8 @@ def test_auth_type_basic_sends_the_credentials_at_once(flash, app):
         sent = [r.header("Authorization") for r in srv.requests]
     assert result.boot_partition_updated
     assert err.esp_err == "ESP_FAIL" and len(sent) == 11 and sent[0].startswith("Basic ") and set(sent) == {sent[0]}
+    with pytest.raises(InputError, match="auth_type is 'none' or 'basic'"):
+        HttpConfig(url="https://x/app.bin", auth_type="digest")
 
 
 def test_cli_no_basic_auth(flash, app):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Protocol
 
+from ..errors import InputError
 from ..idf_release import BULK_ERASE_IMAGE_LENGTH, HEADER_1024, IdfRelease
 from ..ota_ops import OTA_SIZE_UNKNOWN, OTA_WITH_SEQUENTIAL_WRITES
 
@@ -61,6 +62,10 @@ class HttpConfig:
     # esp_http_client_config_t.auth_type: HTTP_AUTH_TYPE_BASIC sends Basic credentials with the first
     # request (no Kconfig needed for that); otherwise they go out only after a 401 names a scheme
     auth_type: Literal["none", "basic"] = "none"
+
+    def __post_init__(self) -> None:
+        if self.auth_type not in ("none", "basic"):
+            raise InputError(f"auth_type is 'none' or 'basic' (Digest needs the server's challenge), not {self.auth_type!r}")
 
     @property
     def verifies_server(self) -> bool:
