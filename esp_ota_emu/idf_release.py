@@ -140,6 +140,11 @@ CHIP_REVISION_CHECK = Change(
     ("5.5",),
 )
 HTTP_304_416 = Change("a 304 answer is ESP_ERR_HTTP_NOT_MODIFIED, a 416 ESP_ERR_HTTP_RANGE_NOT_SATISFIABLE", ("5.5",))
+GET_WITHOUT_CONTENT_LENGTH = Change(
+    "GET and HEAD requests carry no Content-Length (before: Content-Length: 0, which some servers, such as "
+    "AWS load balancers, answer with 400)",
+    ("5.4",),
+)
 AUTH_RETRY_LIMIT = Change(
     "esp_https_ota gives up after max_authorization_retries 401 answers (before: it asks again forever)", ("5.1",)
 )

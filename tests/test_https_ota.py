@@ -92,7 +92,11 @@ def test_ota_writes_image_events_and_otadata(flash, app, idf_release):
         assert [(r.method, r.path, r.range) for r in srv.requests] == [("GET", "/app.bin", None)]
         request = srv.requests[0]
         assert request.header("User-Agent") == "ESP32 HTTP Client/1.0"
-        assert {k.lower() for k, _ in request.headers} == {"host", "user-agent"}
+        # before v5.4 esp_http_client sends "Content-Length: 0" with every GET
+        sends_length = idf_release in ("v4.4.7", "v5.0", "v5.0.1")
+        expected = {"host", "user-agent"} | ({"content-length"} if sends_length else set())
+        assert {k.lower() for k, _ in request.headers} == expected
+        assert request.header("Content-Length") == ("0" if sends_length else None)
     assert result.partition == "app1" and result.boot_partition_updated and result.bytes_written == len(app)
     assert result.image_len_read == len(app) + ahead
     assert result.power_on is not None and result.power_on.booted.label == "app0"
@@ -381,6 +385,24 @@ def test_partial_download_without_head_support(flash, app):
     assert result.boot_partition_updated
     assert seen[:2] == [("HEAD", None, 405), ("GET", "bytes=0-0", 206)]
     assert seen[2][:2] == ("GET", "bytes=0-65535")
+
+
+def test_content_length_zero_on_gets_before_v5_4(flash, app):
+    """Until v5.4 every request esp_http_client sends, GET and HEAD included, says "Content-Length: 0";
+    some servers (AWS load balancers) answer that with 400, and the OTA fails in begin. From v5.4 GET
+    and HEAD carry no Content-Length."""
+    before = flash.read_bytes()
+    with serve_files({"app.bin": app}, faults=Faults(reject_content_length=True)) as srv:
+        err, events = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="v5.3.5", partial_http_download=True)
+        refused = [(r.method, r.status, r.header("Content-Length")) for r in srv.requests]
+        untouched = flash.read_bytes() == before
+        srv.requests.clear()
+        result, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="v5.4", partial_http_download=True)
+        sent = {(r.method, r.header("Content-Length")) for r in srv.requests}
+    assert refused == [("HEAD", 400, "0")]
+    assert err.esp_err == "ESP_FAIL" and "status 400" in err.message and untouched
+    assert events == [("ESP_HTTPS_OTA_START", None)]
+    assert result.boot_partition_updated and sent == {("HEAD", None), ("GET", None)}
 
 
 def test_length_probe_206_without_a_usable_content_range(flash, app):

@@ -85,6 +85,9 @@ def test_faults():
         with pytest.raises(httpx.RemoteProtocolError):
             _get(srv)
         faults.content_length_delta = 0
+        faults.reject_content_length = True
+        assert _get(srv, headers={"Content-Length": "0"}).status_code == 400 and _get(srv).status_code == 200
+        faults.reject_content_length = False
         for sent in ("", "bytes 0-9/*"):
             faults.content_range = sent
             r = _get(srv, headers={"Range": "bytes=0-9"})

@@ -31,6 +31,7 @@ from ..idf_release import (
     ADD_AUTH_CHECKED,
     DIGEST_QOP_ONLY_IF_OFFERED,
     DIGEST_SHA256,
+    GET_WITHOUT_CONTENT_LENGTH,
     REDIRECT_DOWNGRADE_REFUSED,
     IdfRelease,
 )
@@ -296,6 +297,9 @@ class HttpClient:
         if parts.scheme not in ("http", "https"):
             raise EspError("ESP_ERR_HTTP_INVALID_TRANSPORT", f"no transport for the URL scheme {parts.scheme!r}")
         http = self._connection()
+        if not self.idf.has(GET_WITHOUT_CONTENT_LENGTH):
+            # http_client_prepare_first_line: "Content-Length: <write_len>" on every request, 0 here
+            self.set_header("Content-Length", "0")
         request = http.build_request(self.method, self.url, headers=list(self._headers.values()))
         extensions = {}
         if parts.scheme == "https" and self._sni and not self._skip_cn:

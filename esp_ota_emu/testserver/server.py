@@ -51,6 +51,7 @@ class Faults:
     no_head: bool = False  # answer HEAD with 405
     content_encoding: str | None = None  # send this Content-Encoding header (the body is served as stored)
     content_range: str | None = None  # send this Content-Range on a 206 instead of the true one ("": none)
+    reject_content_length: bool = False  # answer 400 to a GET or HEAD that carries Content-Length (AWS ELB)
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,8 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         faults = owner.faults
         path = unquote(urlsplit(self.path).path)
+        if faults.reject_content_length and "Content-Length" in self.headers:
+            return self._simple(400, head)
         if head and faults.no_head:
             return self._simple(405, head)
         if owner.auth and not owner.auth.accepts(self.command, self.headers.get("Authorization")):
