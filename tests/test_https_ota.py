@@ -25,6 +25,7 @@ from esp_ota_emu.device import Device
 from esp_ota_emu.errors import EXIT_OTA_FAILED, EspError, InputError
 from esp_ota_emu.https_ota import api
 from esp_ota_emu.https_ota.config import HttpConfig, OtaConfig
+from esp_ota_emu.https_ota.client import request_writes
 from esp_ota_emu.https_ota.engine import EspHttpsOta
 from esp_ota_emu.testserver import Faults, serve_files
 from helpers_flash import real_app
@@ -385,6 +386,57 @@ def test_partial_download_without_head_support(flash, app):
     assert result.boot_partition_updated
     assert seen[:2] == [("HEAD", None, 405), ("GET", "bytes=0-0", 206)]
     assert seen[2][:2] == ("GET", "bytes=0-65535")
+
+
+def test_request_writes_pack_the_transmit_buffer():
+    """http_header_generate_string keeps 3 bytes of every buffer for the blank line and a NUL."""
+    ua, host = ("User-Agent", "ESP32 HTTP Client/1.0"), ("Host", "h")
+    line_ua_host = len("User-Agent: ESP32 HTTP Client/1.0\r\n") + len("Host: h\r\n")  # 35 + 9
+    fits = request_writes("GET / HTTP/1.1\r\n", [ua, host], 512)
+    assert fits.complete and fits.writes == (b"GET / HTTP/1.1\r\nUser-Agent: ESP32 HTTP Client/1.0\r\nHost: h\r\n\r\n",)
+    line = "GET /" + "a" * (512 - line_ua_host - 3 - 16) + " HTTP/1.1\r\n"  # leaves exactly room for both
+    assert request_writes(line, [ua, host], 512).writes == (line.encode() + fits.writes[0][16:],)
+    line = "GET /" + "a" * (512 - line_ua_host - 3 - 15) + " HTTP/1.1\r\n"  # one byte more: Host goes next
+    split = request_writes(line, [ua, host], 512)
+    assert split.complete and split.writes == (line.encode() + b"User-Agent: ESP32 HTTP Client/1.0\r\n", b"Host: h\r\n\r\n")
+    line = "GET /" + "a" * (512 - 16 - 35 - 2) + " HTTP/1.1\r\n"  # User-Agent no longer fits after it
+    nothing = request_writes(line, [ua, host], 512)
+    assert nothing.line_fits and nothing.writes == () and nothing.headers_sent == 0
+    assert not request_writes("GET /" + "a" * 496 + " HTTP/1.1\r\n", [ua], 512).line_fits  # 512 bytes: no NUL
+    long = request_writes("GET / HTTP/1.1\r\n", [ua, ("Authorization", "x" * 600), host], 512)
+    assert long.headers_sent == 1 and long.writes == (b"GET / HTTP/1.1\r\nUser-Agent: ESP32 HTTP Client/1.0\r\n",)
+
+
+def test_long_urls_and_headers_need_buffer_size_tx(flash, app):
+    """esp_http_client writes the request through a 512-byte buffer by default. A URL like a presigned
+    S3 link does not fit it: the device connects, logs "Out of buffer" and fails without sending. A
+    header line longer than the buffer (a bearer token) cuts the request before its blank line: the
+    device waits for an answer until it times out. buffer_size_tx fixes both."""
+    before = flash.read_bytes()
+    token = ("Authorization", "Bearer " + "t" * 700)
+    with serve_files({"app.bin": app}) as srv:
+        presigned = srv.url("app.bin") + "?X-Amz-Signature=" + "a" * 600
+        out, _ = run(flash, presigned, srv.tls.ca_pem)
+        cut, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, headers=(token,), timeout_ms=300,
+                     idf_release="v5.5")
+        failed_requests = list(srv.requests)
+        long_url, _ = run(flash, presigned, srv.tls.ca_pem, buffer_size_tx=1024)
+        with_token, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, headers=(token,), buffer_size_tx=1024)
+        served = [(r.status, r.header("Authorization") == token[1]) for r in srv.requests]
+        cli_args = ["ota", str(flash), "--url", presigned, "--cert-pem", str(srv.tls.ca_pem)]
+        refused = CliRunner().invoke(cli, cli_args)
+        accepted = CliRunner().invoke(cli, cli_args + ["--buffer-size-tx", "1024"])
+    assert refused.exit_code == EXIT_OTA_FAILED and "Out of buffer" in refused.output
+    assert accepted.exit_code == 0, accepted.output
+    line = f"GET /app.bin?{presigned.split('?', 1)[1]} HTTP/1.1\r\n"
+    assert out.esp_err == "ESP_FAIL" and f"Out of buffer: the request line ({len(line)} bytes" in out.message
+    assert cut.esp_err == "ESP_ERR_HTTP_EAGAIN" and "'Authorization' (724 bytes)" in cut.message
+    first = "GET /app.bin HTTP/1.1\r\nUser-Agent: ESP32 HTTP Client/1.0\r\n" + f"Host: {presigned.split('/')[2]}\r\n"
+    assert f"sent only {len(first)} bytes" in cut.message
+    assert failed_requests == []  # neither failure reached the server as a request
+    assert long_url.boot_partition_updated and with_token.boot_partition_updated
+    assert served == [(200, False), (200, True)]
+    assert before != flash.read_bytes()
 
 
 def test_content_length_zero_on_gets_before_v5_4(flash, app):

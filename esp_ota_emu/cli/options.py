@@ -136,6 +136,8 @@ _HTTPS_OTA_OPTIONS = (
     click.option("--user-agent", help="User-Agent (default 'ESP32 HTTP Client/1.0')."),
     click.option("--buffer-size", type=click.IntRange(min=0), default=0,
                  help="esp_http_client rx buffer; the OTA reads max(this, 1024) bytes at a time."),
+    click.option("--buffer-size-tx", type=click.IntRange(min=0), default=0,
+                 help="esp_http_client tx buffer (0: 512 bytes): the request line and each header line must fit it."),
     click.option("--partial-download", "partial_http_download", is_flag=True,
                  help="partial_http_download: HEAD, then Range requests."),
     click.option("--max-http-request-size", type=click.IntRange(min=1), default=64 * 1024, show_default=True,
@@ -145,7 +147,7 @@ _HTTPS_OTA_OPTIONS = (
 _HTTPS_OTA_NAMES = (
     "cert_pem", "crt_bundle", "allow_http", "skip_cert_common_name_check", "common_name", "client_cert",
     "client_key", "username", "password", "auth_type", "basic_auth", "digest_auth", "timeout_ms", "headers",
-    "user_agent", "buffer_size", "partial_http_download", "max_http_request_size", "bulk_flash_erase",
+    "user_agent", "buffer_size", "buffer_size_tx", "partial_http_download", "max_http_request_size", "bulk_flash_erase",
 )
 
 

@@ -2,8 +2,8 @@
 
 It reproduces the parts of ``esp_http_client.c`` that decide what goes over the wire and what the
 OTA engine gets back: the request headers (User-Agent, Host, Range, Authorization, user headers, no
-others), ``esp_http_client_read`` filling the caller's buffer completely unless the body ends,
-``is_complete_data_received`` (Content-Length or the end of a chunked body; a response without a
+others) and how they pass through the ``buffer_size_tx`` buffer, ``esp_http_client_read`` filling
+the caller's buffer completely unless the body ends, ``is_complete_data_received`` (Content-Length or the end of a chunked body; a response without a
 length counts as chunked), redirects via ``set_redirection`` (Location replaces host/path, headers
 stay), Basic and Digest answers to a 401 via ``add_auth`` and ``perform`` (used for the HEAD
 request) with its redirect limit. TLS follows esp-tls: the chain must lead to the given root (or the
@@ -18,9 +18,12 @@ import hashlib
 import os
 import re
 import secrets
+import socket
 import ssl
 from base64 import b64encode
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import certifi
@@ -36,6 +39,7 @@ from ..idf_release import (
     IdfRelease,
 )
 from .config import (
+    DEFAULT_BUFFER_SIZE_TX,
     DEFAULT_MAX_AUTH_RETRIES,
     DEFAULT_MAX_REDIRECT,
     DEFAULT_TIMEOUT_MS,
@@ -205,6 +209,46 @@ def _content_range_total(value: str) -> int:
     return min(int(match.group(1)), 0x7FFFFFFF)
 
 
+@dataclass(frozen=True)
+class RequestWrites:
+    """What ``esp_http_client_request_send`` writes for one request through its ``buffer_size_tx`` buffer."""
+
+    request_line: bytes
+    line_fits: bool  # False: the request line alone fills the buffer, nothing is sent ("Out of buffer")
+    writes: tuple[bytes, ...]  # the pieces sent, in order
+    headers_sent: int  # how many header lines went out; all of them means the request is complete
+    headers: tuple[str, ...]  # the header lines, in esp_http_client's order
+
+    @property
+    def complete(self) -> bool:
+        return self.line_fits and self.headers_sent == len(self.headers)
+
+
+def request_writes(request_line: str, headers: list[tuple[str, str]], buffer_size_tx: int) -> RequestWrites:
+    """``esp_http_client_request_send`` with ``http_header_generate_string``: the request line, then
+    as many whole header lines as fit the rest of the buffer, keeping 3 bytes for the blank line and
+    the terminating NUL; the next buffers take the following lines the same way. A header line that
+    cannot fit an empty buffer stops the loop: the request goes out cut before its blank line (and if
+    that is the first header, not even the request line is sent)."""
+    lines = tuple(f"{key}: {value}\r\n" for key, value in headers)
+    line = request_line.encode()
+    if len(line) >= buffer_size_tx:
+        return RequestWrites(line, False, (), 0, lines)
+    writes: list[bytes] = []
+    pending, room, index = line, buffer_size_tx - len(line), 0
+    while index < len(lines):
+        size, end = 0, index
+        while end < len(lines) and size + len(lines[end].encode()) + 3 <= room:
+            size += len(lines[end].encode())
+            end += 1
+        if end == index:
+            break
+        done = end == len(lines)
+        writes.append(pending + "".join(lines[index:end]).encode() + (b"\r\n" if done else b""))
+        pending, room, index = b"", buffer_size_tx, end
+    return RequestWrites(line, True, tuple(writes), index, lines)
+
+
 class HttpClient:
     """One esp_http_client handle: a URL, request headers, and at most one open response."""
 
@@ -216,6 +260,7 @@ class HttpClient:
         self.password = config.password if config.password is not None else password
         self.method = "GET"
         self.timeout_ms = config.timeout_ms or DEFAULT_TIMEOUT_MS
+        self.buffer_size_tx = config.buffer_size_tx or DEFAULT_BUFFER_SIZE_TX
         self.max_redirection_count = config.max_redirection_count or DEFAULT_MAX_REDIRECT
         retries = config.max_authorization_retries
         self.max_authorization_retries = DEFAULT_MAX_AUTH_RETRIES if retries == 0 else max(retries, 0)
@@ -238,6 +283,7 @@ class HttpClient:
         self._sni = config.common_name
         self._skip_cn = config.skip_cert_common_name_check
         self._response: httpx.Response | None = None
+        self._kept_origin: tuple[str, str | None, int | None] | None = None  # where a kept-alive connection goes
         self._stream = None
         self._pending = b""  # body bytes received but not yet read
         self.status_code = -1
@@ -300,6 +346,7 @@ class HttpClient:
         if not self.idf.has(GET_WITHOUT_CONTENT_LENGTH):
             # http_client_prepare_first_line: "Content-Length: <write_len>" on every request, 0 here
             self.set_header("Content-Length", "0")
+        writes = request_writes(self._request_line(parts), list(self._headers.values()), self.buffer_size_tx)
         request = http.build_request(self.method, self.url, headers=list(self._headers.values()))
         extensions = {}
         if parts.scheme == "https" and self._sni and not self._skip_cn:
@@ -313,6 +360,9 @@ class HttpClient:
                 f"could not connect to {host}: no server verification option is set for TLS (esp-tls refuses "
                 "to connect without cert_pem or the CA bundle)",
             )
+        origin = (parts.scheme, parts.hostname, parts.port)
+        if not writes.complete:
+            self._send_cut_request(writes, origin, host)
         try:
             self._response = http.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as err:
@@ -328,6 +378,7 @@ class HttpClient:
                 "ESP_FAIL", f"{host} closed the connection before sending response headers: {_describe(err)}"
             ) from None
         response = self._response
+        self._kept_origin = origin if self.is_persistent_connection else None
         self.status_code = response.status_code
         length = response.headers.get("Content-Length")
         self.content_length = int(length) if length and length.isdigit() else -1
@@ -342,6 +393,65 @@ class HttpClient:
         # The transport's byte stream itself, not iter_raw(): that wrapper's per-piece bookkeeping
         # (request context, re-chunking, counters) is unused here and costs ~5% of a fast download.
         self._stream = None if self._body_done else iter(response.stream)
+
+    def _request_line(self, parts) -> str:
+        """``http_client_prepare_first_line``: method, the URL's path (``/`` if none) and query, HTTP/1.1."""
+        query = f"?{parts.query}" if parts.query else ""
+        return f"{self.method} {parts.path or '/'}{query} HTTP/1.1\r\n"
+
+    def _send_cut_request(self, writes: RequestWrites, origin: tuple, host: str) -> NoReturn:
+        """What a device does with a request its tx buffer cannot carry whole. esp_http_client_open has
+        connected first (TLS included, unless a kept-alive connection is there); then either the request
+        line alone does not fit (ESP_FAIL, logged as "Out of buffer") or the pieces that fit go out, the
+        request ends before its blank line, and the device waits for an answer until its timeout."""
+        reuse = self._http is not None and self._kept_origin == origin
+        fix = f"give a larger buffer_size_tx (--buffer-size-tx; now {self.buffer_size_tx})"
+        out_of_buffer = (f"HTTP_CLIENT: Out of buffer: the request line ({len(writes.request_line)} bytes with its "
+                         f"CRLF) does not fit the {self.buffer_size_tx}-byte transmit buffer")
+        if not writes.line_fits and reuse:
+            raise EspError("ESP_FAIL", f"{out_of_buffer}; {fix}")
+        self.close()  # the device's connection is unusable after this; the emulator sends on a fresh one
+        sock = self._raw_connect(origin, host)
+        with sock:
+            if not writes.line_fits:
+                raise EspError("ESP_FAIL", f"{out_of_buffer}; the device connected to {host} and sent nothing; {fix}")
+            cut = writes.headers[writes.headers_sent]
+            sent = sum(map(len, writes.writes))
+            why = (f"the header line {cut.split(':', 1)[0]!r} ({len(cut)} bytes) does not fit the "
+                   f"{self.buffer_size_tx}-byte transmit buffer, so esp_http_client sent "
+                   + (f"only {sent} bytes of the request, without its blank line" if sent else "nothing at all")
+                   + f"; {fix}")
+            try:
+                for piece in writes.writes:
+                    sock.sendall(piece)
+                sock.settimeout(self.timeout_ms / 1000)
+                answer = sock.recv(256)
+            except TimeoutError:
+                raise EspError("ESP_ERR_HTTP_EAGAIN",
+                               f"{host} sent no response headers within {self.timeout_ms} ms: {why}") from None
+            except OSError as err:
+                raise EspError("ESP_FAIL", f"{host} closed the connection: {_describe(err)}; {why}") from None
+        if not answer:
+            raise EspError("ESP_FAIL", f"{host} closed the connection before sending response headers: {why}")
+        status = answer.split(b"\r\n", 1)[0].decode("latin-1")
+        raise EspError("ESP_FAIL", f"{host} answered the cut request with {status!r}: {why}")
+
+    def _raw_connect(self, origin: tuple, host: str) -> socket.socket:
+        """The TCP connection and TLS handshake esp_http_client_open makes before it writes anything."""
+        scheme, hostname, port = origin
+        try:
+            sock = socket.create_connection((hostname, port or (443 if scheme == "https" else 80)),
+                                            timeout=self.timeout_ms / 1000)
+        except OSError as err:
+            raise EspError("ESP_ERR_HTTP_CONNECT", f"could not connect to {host}: {_describe(err)}") from None
+        if scheme != "https":
+            return sock
+        try:
+            name = self._sni if self._sni and not self._skip_cn else hostname
+            return self._ssl.wrap_socket(sock, server_hostname=name)
+        except OSError as err:
+            sock.close()
+            raise EspError("ESP_ERR_HTTP_CONNECT", f"could not connect to {host}: {_describe(err)}") from None
 
     @property
     def location(self) -> str | None:
@@ -499,6 +609,7 @@ class HttpClient:
     def close(self) -> None:
         """``esp_http_client_close``: end the current response and close the connection."""
         self._end_response()
+        self._kept_origin = None
         if self._http is not None:
             self._http.close()
             self._http = None

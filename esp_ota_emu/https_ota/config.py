@@ -16,6 +16,7 @@ DEFAULT_MAX_REDIRECT = 10
 DEFAULT_MAX_AUTH_RETRIES = 10
 IMAGE_HEADER_SIZE = 1024  # esp_https_ota reads this much before the first flash write
 V4_IMAGE_HEADER_SIZE = 24 + 8 + 256 + 1  # before v5.0: image, segment and app description headers, + 1
+DEFAULT_BUFFER_SIZE_TX = 512  # esp_http_client's DEFAULT_HTTP_BUF_SIZE
 DEFAULT_REQUEST_SIZE = 64 * 1024  # max_http_request_size 0 -> 64 KiB
 
 OnEvent = Callable[[str, "int | None"], None]
@@ -52,6 +53,7 @@ class HttpConfig:
     headers: tuple[tuple[str, str], ...] = ()
     user_agent: str | None = None  # None -> "ESP32 HTTP Client/1.0"
     buffer_size: int = 0  # rx buffer; the OTA buffer is max(buffer_size, 1024)
+    buffer_size_tx: int = 0  # tx buffer the request line and headers are written through; 0 -> 512
     max_redirection_count: int = 0  # 0 -> 10
     max_authorization_retries: int = 0  # 0 -> 10, -1 -> 0
     # CONFIG_ESP_HTTP_CLIENT_ENABLE_BASIC_AUTH / _DIGEST_AUTH: whether a 401 challenge of that scheme is

@@ -111,6 +111,22 @@ class _Auth:
         return fields.get("response") == expected
 
 
+class _LineReader:
+    """The request stream, remembering the last line read: http.client's header parser also stops at
+    the end of the stream, and a request cut before its blank line must not count as one."""
+
+    def __init__(self, raw) -> None:
+        self._raw = raw
+        self.last_line = b""
+
+    def readline(self, limit: int = -1) -> bytes:
+        self.last_line = self._raw.readline(limit)
+        return self.last_line
+
+    def __getattr__(self, name: str):
+        return getattr(self._raw, name)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _HttpServer
@@ -120,6 +136,17 @@ class _Handler(BaseHTTPRequestHandler):
         # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm and the
         # client's delayed ACK add ~40 ms to every response.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile = _LineReader(self.rfile)
+
+    def parse_request(self) -> bool:
+        """A request whose headers end with the connection, not with a blank line, is not answered (as
+        web servers do: they wait for the rest, then drop the connection)."""
+        if not super().parse_request():
+            return False
+        if self.rfile.last_line == b"":
+            self.close_connection = True
+            return False
+        return True
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
         if self.server.owner.log is not None:
