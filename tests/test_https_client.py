@@ -71,6 +71,26 @@ def test_trust_rules(pki):
         _connect_error(srv.url("a.bin"), cert_pem=(pki / "foreign.pem").read_text(), skip_cert_common_name_check=True)
 
 
+def test_trust_stops_at_any_ca_in_cert_pem_as_mbedtls_does(tmp_path):
+    """mbedTLS ends the chain at the first certificate of cert_pem it meets: an intermediate CA given as
+    cert_pem is enough (OpenSSL alone would want the root). A leaf certificate that is not self-issued
+    trusts nothing, even the server's own."""
+    root = make_ca()
+    intermediate = make_ca("esp-ota-emu intermediate CA", root)
+    server = make_cert(intermediate)
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(server.cert_pem + intermediate.cert_pem)
+    server.write(tmp_path, "server")
+    root.write(tmp_path, "root")
+    with serve_files({"a.bin": DATA}, tls=TlsFiles(tmp_path / "root.pem", chain, tmp_path / "server.key")) as srv:
+        assert _open(srv.url("a.bin"), cert_pem=root.cert_pem.decode()) == (200, DATA)
+        assert _open(srv.url("a.bin"), cert_pem=intermediate.cert_pem.decode()) == (200, DATA)
+        assert "issuer" in _connect_error(srv.url("a.bin"), cert_pem=server.cert_pem.decode())
+        # a cert_pem holding the leaf and the intermediate trusts through the intermediate
+        both = (server.cert_pem + intermediate.cert_pem).decode()
+        assert _open(srv.url("a.bin"), cert_pem=both) == (200, DATA)
+
+
 def test_mutual_tls(pki):
     ca = (pki / "ca.pem").read_text()
     with serve_files({"a.bin": DATA}, tls=_tls(pki, "good"), client_ca=pki / "ca.pem") as srv:

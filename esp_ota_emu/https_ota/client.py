@@ -3,12 +3,13 @@
 It reproduces the parts of ``esp_http_client.c`` that decide what goes over the wire and what the
 OTA engine gets back: the request headers (User-Agent, Host, Range, Authorization, user headers, no
 others) and how they pass through the ``buffer_size_tx`` buffer, ``esp_http_client_read`` filling
-the caller's buffer completely unless the body ends, ``is_complete_data_received`` (Content-Length or the end of a chunked body; a response without a
-length counts as chunked), redirects via ``set_redirection`` (Location replaces host/path, headers
-stay), Basic and Digest answers to a 401 via ``add_auth`` and ``perform`` (used for the HEAD
-request) with its redirect limit. TLS follows esp-tls: the chain must lead to the given root (or the
-default bundle), the name checked is ``common_name`` or the URL's host unless the check is skipped,
-and TLS 1.2 is the highest version (mbedTLS's default in ESP-IDF).
+the caller's buffer completely unless the body ends, ``is_complete_data_received`` (Content-Length
+or the end of a chunked body; a response without a length counts as chunked), redirects via
+``set_redirection`` (Location replaces host/path, headers stay), Basic and Digest answers to a 401
+via ``add_auth`` and ``perform`` (used for the HEAD request) with its redirect limit. TLS follows
+esp-tls and mbedTLS: the chain must lead to a CA certificate of ``cert_pem`` (a root or an
+intermediate; or the default bundle), the name checked is ``common_name`` or the URL's host unless
+the check is skipped, and TLS 1.2 is the highest version (mbedTLS's default in ESP-IDF).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import certifi
 import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from ..errors import EspError
 from ..idf_release import (
@@ -182,8 +185,14 @@ def _cached_ssl_context(
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.maximum_version = ssl.TLSVersion.TLSv1_2
     if cert_pem:
+        # mbedTLS ends the chain at the first certificate found in cert_pem, root or not (OpenSSL's
+        # partial chains), but a certificate that is not a CA only counts when it is the server's own
+        # self-issued one: a plain leaf in cert_pem trusts nothing.
+        anchors = _mbedtls_trust_anchors(cert_pem)
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
         try:
-            context.load_verify_locations(cadata=cert_pem)
+            if anchors:
+                context.load_verify_locations(cadata=anchors)
         except ssl.SSLError as err:
             raise EspError("ESP_ERR_INVALID_ARG", f"cert_pem is not a usable PEM certificate: {err.reason}") from None
     elif crt_bundle:
@@ -196,6 +205,25 @@ def _cached_ssl_context(
         except (OSError, ssl.SSLError) as err:
             raise EspError("ESP_ERR_INVALID_ARG", f"client certificate/key not usable: {err}") from None
     return context
+
+
+def _mbedtls_trust_anchors(cert_pem: str) -> str:
+    """The certificates of ``cert_pem`` that mbedTLS's chain building can stop at: CAs, v1 certificates
+    (x509_crt_check_parent), and self-issued ones (x509_crt_check_ee_locally_trusted)."""
+    try:
+        certs = x509.load_pem_x509_certificates(cert_pem.encode())
+    except ValueError as err:
+        raise EspError("ESP_ERR_INVALID_ARG", f"cert_pem is not a usable PEM certificate: {err}") from None
+
+    def usable(cert: x509.Certificate) -> bool:
+        if cert.version != x509.Version.v3 or cert.subject == cert.issuer:
+            return True
+        try:
+            return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            return False
+
+    return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certs if usable(c))
 
 
 def _content_range_total(value: str) -> int:

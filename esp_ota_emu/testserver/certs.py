@@ -59,14 +59,15 @@ def _validity(expired: bool) -> tuple[dt.datetime, dt.datetime]:
     return now - dt.timedelta(hours=1), now + dt.timedelta(days=3650)
 
 
-def make_ca(common_name: str = "esp-ota-emu test CA") -> CertKey:
-    """A self-signed root CA (the certificate a device is given as ``cert_pem``)."""
+def make_ca(common_name: str = "esp-ota-emu test CA", issuer: CertKey | None = None) -> CertKey:
+    """A self-signed root CA (the certificate a device is given as ``cert_pem``), or with ``issuer``
+    an intermediate CA signed by it."""
     key = ec.generate_private_key(ec.SECP256R1())
     not_before, not_after = _validity(False)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))
-        .issuer_name(_name(common_name))
+        .issuer_name(issuer.cert.subject if issuer else _name(common_name))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
@@ -81,9 +82,12 @@ def make_ca(common_name: str = "esp-ota-emu test CA") -> CertKey:
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
     )
-    return CertKey(cert, key)
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False
+        )
+    return CertKey(builder.sign(issuer.key if issuer else key, hashes.SHA256()), key)
 
 
 def _alt_names(hosts: tuple[str, ...]) -> list[x509.GeneralName]:
