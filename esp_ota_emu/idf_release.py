@@ -140,6 +140,11 @@ CHIP_REVISION_CHECK = Change(
     ("5.5",),
 )
 HTTP_304_416 = Change("a 304 answer is ESP_ERR_HTTP_NOT_MODIFIED, a 416 ESP_ERR_HTTP_RANGE_NOT_SATISFIABLE", ("5.5",))
+IP_SAN_VERIFIED = Change(
+    "mbedTLS 3.5: an iPAddress subjectAltName matches a URL whose host is an IP address (before: only a "
+    "dNSName spelling the address, or the CN of a certificate without subjectAltName)",
+    ("5.0.5", "5.1.2", "5.2"),
+)
 GET_WITHOUT_CONTENT_LENGTH = Change(
     "GET and HEAD requests carry no Content-Length (before: Content-Length: 0, which some servers, such as "
     "AWS load balancers, answer with 400)",

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from esp_ota_emu.errors import EspError
-from esp_ota_emu.https_ota.client import HttpClient
+from esp_ota_emu.https_ota.client import HttpClient, mbedtls_name_matches
 from esp_ota_emu.https_ota.config import HttpConfig
 from esp_ota_emu.idf_release import parse_release
 from esp_ota_emu.testserver import Faults, TlsFiles, make_ca, make_cert, serve_files
@@ -89,6 +89,81 @@ def test_trust_stops_at_any_ca_in_cert_pem_as_mbedtls_does(tmp_path):
         # a cert_pem holding the leaf and the intermediate trusts through the intermediate
         both = (server.cert_pem + intermediate.cert_pem).decode()
         assert _open(srv.url("a.bin"), cert_pem=both) == (200, DATA)
+
+
+def _server_cert(ca, names, common_name="127.0.0.1"):
+    """A server certificate signed by ``ca`` with exactly these subjectAltNames (None: no extension)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from esp_ota_emu.testserver.certs import CertKey
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+               .issuer_name(ca.cert.subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1)))
+    if names is not None:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return CertKey(builder.sign(ca.key, hashes.SHA256()), key)
+
+
+def test_server_name_is_checked_as_mbedtls_does(tmp_path):
+    """esp-tls hands the URL's host to mbedTLS. mbedTLS 3.5 (ESP-IDF v5.0.5, v5.1.2, v5.2) matches an
+    IP address against iPAddress names; before, only a dNSName spelling it, or the CN of a certificate
+    without subjectAltName, matches. OpenSSL would accept only the iPAddress."""
+    import ipaddress
+
+    from cryptography import x509
+
+    ca = make_ca()
+    ca.write(tmp_path, "ca")
+    loopback = ipaddress.ip_address("127.0.0.1")
+    certs = {
+        "ip-only": [x509.IPAddress(loopback), x509.DNSName("localhost")],
+        "dns-spelling": [x509.DNSName("127.0.0.1")],
+        "no-san": None,
+        "other-ip": [x509.IPAddress(ipaddress.ip_address("10.0.0.1"))],
+    }
+    outcome = {}
+    for stem, names in certs.items():
+        _server_cert(ca, names).write(tmp_path, stem)
+        with serve_files({"a.bin": DATA}, tls=_tls(tmp_path, stem)) as srv:
+            for release in ("v5.0.4", "v5.0.5"):
+                client = HttpClient(HttpConfig(url=srv.url("a.bin"), cert_pem=ca.cert_pem.decode()),
+                                    parse_release(release))
+                try:
+                    client.open()
+                    outcome[stem, release] = client.status_code
+                except EspError as err:
+                    assert err.esp_err == "ESP_ERR_HTTP_CONNECT" and "hostname mismatch" in err.message
+                    outcome[stem, release] = "mismatch"
+                finally:
+                    client.cleanup()
+    assert outcome == {
+        ("ip-only", "v5.0.4"): "mismatch", ("ip-only", "v5.0.5"): 200,
+        ("dns-spelling", "v5.0.4"): 200, ("dns-spelling", "v5.0.5"): 200,
+        ("no-san", "v5.0.4"): 200, ("no-san", "v5.0.5"): 200,
+        ("other-ip", "v5.0.4"): "mismatch", ("other-ip", "v5.0.5"): "mismatch",
+    }
+
+
+@pytest.mark.parametrize("pattern,name,match", [
+    ("ota.example.com", "OTA.Example.com", True), ("*.example.com", "ota.example.com", True),
+    ("*.example.com", "example.com", False), ("*.example.com", "a.b.example.com", False),
+    ("*.", "a.", False), ("ota*.example.com", "ota1.example.com", False),
+])
+def test_mbedtls_wildcards(pattern, name, match):
+    from cryptography import x509
+
+    cert = _server_cert(make_ca(), [x509.DNSName(pattern)]).cert
+    assert mbedtls_name_matches(cert, name, ip_san=True) is match
 
 
 def test_mutual_tls(pki):

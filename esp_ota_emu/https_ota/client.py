@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import ipaddress
 import os
 import re
 import secrets
@@ -38,6 +39,7 @@ from ..idf_release import (
     DIGEST_QOP_ONLY_IF_OFFERED,
     DIGEST_SHA256,
     GET_WITHOUT_CONTENT_LENGTH,
+    IP_SAN_VERIFIED,
     REDIRECT_DOWNGRADE_REFUSED,
     IdfRelease,
 )
@@ -162,7 +164,7 @@ def _file_key(path: Path | None) -> tuple | None:
     return (str(path), stat.st_mtime_ns, stat.st_size)
 
 
-def ssl_context(config: HttpConfig) -> ssl.SSLContext:
+def ssl_context(config: HttpConfig, ip_san: bool = True) -> ssl.SSLContext:
     """The esp-tls settings as an SSLContext, shared by every connection with the same trust settings.
 
     Building one parses the root certificates (~0.3 ms, more with the CA bundle); a context holds no
@@ -175,15 +177,21 @@ def ssl_context(config: HttpConfig) -> ssl.SSLContext:
         config.skip_cert_common_name_check,
         _file_key(config.client_cert),
         _file_key(config.client_key),
+        ip_san,
     )
 
 
 @functools.lru_cache(maxsize=16)
 def _cached_ssl_context(
-    cert_pem: str | None, crt_bundle: bool, skip_cn: bool, client_cert: tuple | None, client_key: tuple | None
+    cert_pem: str | None, crt_bundle: bool, skip_cn: bool, client_cert: tuple | None, client_key: tuple | None,
+    ip_san: bool,
 ) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.maximum_version = ssl.TLSVersion.TLSv1_2
+    # mbedTLS checks the name itself (see _EspTlsSocket); OpenSSL's check differs for IP addresses
+    context.check_hostname = False
+    context.sslsocket_class = _EspTlsSocket
+    context.esp_name_check = None if skip_cn else ip_san
     if cert_pem:
         # mbedTLS ends the chain at the first certificate found in cert_pem, root or not (OpenSSL's
         # partial chains), but a certificate that is not a CA only counts when it is the server's own
@@ -197,14 +205,66 @@ def _cached_ssl_context(
             raise EspError("ESP_ERR_INVALID_ARG", f"cert_pem is not a usable PEM certificate: {err.reason}") from None
     elif crt_bundle:
         context.load_verify_locations(cafile=certifi.where())
-    if skip_cn:
-        context.check_hostname = False
     if client_cert is not None:
         try:
             context.load_cert_chain(client_cert[0], client_key[0] if client_key is not None else None)
         except (OSError, ssl.SSLError) as err:
             raise EspError("ESP_ERR_INVALID_ARG", f"client certificate/key not usable: {err}") from None
     return context
+
+
+class _EspTlsSocket(ssl.SSLSocket):
+    """A TLS socket that checks the server's name after the handshake as mbedTLS does, against the name
+    esp-tls gives it (``common_name``, else the URL's host: the socket's ``server_hostname``)."""
+
+    def do_handshake(self, *args) -> None:  # (block=False); gevent's SSLSocket takes no argument
+        super().do_handshake(*args)
+        ip_san = getattr(self.context, "esp_name_check", None)
+        if ip_san is None or self.server_hostname is None:
+            return
+        cert = x509.load_der_x509_certificate(self.getpeercert(binary_form=True))
+        if not mbedtls_name_matches(cert, self.server_hostname, ip_san=ip_san):
+            reason = f"hostname mismatch: the certificate is not valid for {self.server_hostname!r}"
+            if not ip_san and _ip_bytes(self.server_hostname) is not None:
+                reason += " (before mbedTLS 3.5 only a dNSName or the CN can match an IP address)"
+            err = ssl.SSLCertVerificationError(1, f"certificate verify failed: {reason}")
+            err.verify_code, err.verify_message = 62, reason  # X509_V_ERR_HOSTNAME_MISMATCH
+            raise err
+
+
+def _ip_bytes(text: str) -> bytes | None:
+    try:
+        return ipaddress.ip_address(text).packed
+    except ValueError:
+        return None
+
+
+def _name_matches(pattern: str, name: str) -> bool:
+    """``x509_crt_check_cn``: equal ignoring ASCII case, or ``*.rest`` matching a name whose first
+    label is followed by exactly ``.rest``."""
+    if pattern.lower() == name.lower():
+        return True
+    dot = name.find(".")
+    return len(pattern) >= 3 and pattern.startswith("*.") and dot > 0 and pattern[1:].lower() == name[dot:].lower()
+
+
+def mbedtls_name_matches(cert: x509.Certificate, name: str, *, ip_san: bool) -> bool:
+    """``x509_crt_verify_name``: with a subjectAltName extension, a dNSName matching ``name``, then
+    (mbedTLS 3.5 and later: ``ip_san``) an iPAddress equal to it or a URI spelling it; without one, a
+    CN matching it."""
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        return any(_name_matches(str(cn.value), name) for cn in cns)
+    if any(_name_matches(dns, name) for dns in sans.get_values_for_type(x509.DNSName)):
+        return True
+    if not ip_san:
+        return False
+    address = _ip_bytes(name)
+    if address is not None and any(ip.packed == address for ip in sans.get_values_for_type(x509.IPAddress)):
+        return True
+    return name in sans.get_values_for_type(x509.UniformResourceIdentifier)
 
 
 def _mbedtls_trust_anchors(cert_pem: str) -> str:
@@ -305,7 +365,7 @@ class HttpClient:
         self.set_header("Host", parts.hostname if default_port else f"{parts.hostname}:{parts.port}")
         for key, value in config.headers:
             self.set_header(key, value)
-        self._ssl = ssl_context(config)
+        self._ssl = ssl_context(config, ip_san=idf.has(IP_SAN_VERIFIED))
         self._http: httpx.Client | None = None  # made at the first open; closed (with its connection) by close
         self._verifies = config.verifies_server
         self._sni = config.common_name

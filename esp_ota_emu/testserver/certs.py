@@ -91,12 +91,16 @@ def make_ca(common_name: str = "esp-ota-emu test CA", issuer: CertKey | None = N
 
 
 def _alt_names(hosts: tuple[str, ...]) -> list[x509.GeneralName]:
+    """Each host as a dNSName; an IP address also as an iPAddress. mbedTLS before 3.5 (ESP-IDF before
+    v5.0.5, v5.1.2 and v5.2) matches an IP address only against dNSNames, OpenSSL only against
+    iPAddresses: with both, devices of every release and host tools accept the certificate."""
     names: list[x509.GeneralName] = []
     for host in hosts:
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
-            names.append(x509.DNSName(host))
+            pass
+        names.append(x509.DNSName(host))
     return names
 
 
