@@ -184,10 +184,11 @@ def network_table(image: bytes) -> tuple[str, bool]:
         for case in TLS_CASES:
             flash = fresh_flash(folder)
             with serve_files({"app.bin": image}, tls=pki[case]) as bad:
-                error = attempt(flash, bad.url("app.bin"), device_ca(pki, case))
+                error = attempt(flash, bad.url("app.bin"), device_ca(pki, case), **TLS_CASES[case])
             with serve_files({"app.bin": image}, tls=pki["good"]) as good_srv:
                 row, good = survived(flash, image, error, boots(flash) == "app0", good_srv.url("app.bin"), ca)
-            rows.append([f"TLS: {case} certificate", *row])
+            checked = " (with --cert-expiry-check)" if TLS_CASES[case] else ""
+            rows.append([f"TLS: {case} certificate{checked}", *row])
             ok &= good and error != "(no error)"
     header = ["network fault", "error", "old app still boots", "next OTA / resume byte-identical and boots"]
     return table(header, rows), ok

@@ -121,6 +121,9 @@ _HTTPS_OTA_OPTIONS = (
     click.option("--client-cert", type=click.Path(exists=True, dir_okay=False),
                  help="Mutual TLS: client certificate (PEM)."),
     click.option("--client-key", type=click.Path(exists=True, dir_okay=False), help="Mutual TLS: client key (PEM)."),
+    click.option("--cert-expiry-check", is_flag=True,
+                 help="Refuse expired or not yet valid server certificates (CONFIG_MBEDTLS_HAVE_TIME_DATE; "
+                      "off in ESP-IDF's defaults, where the dates are ignored)."),
     click.option("--username", help="User for Basic/Digest auth (default: from the URL)."),
     click.option("--password", help="Password for Basic/Digest auth (default: from the URL)."),
     click.option("--auth-type", type=click.Choice(["none", "basic"]), default="none", show_default=True,
@@ -145,9 +148,10 @@ _HTTPS_OTA_OPTIONS = (
     click.option("--bulk-flash-erase", is_flag=True, help="Erase the image's sectors up front instead of as written."),
 )
 _HTTPS_OTA_NAMES = (
-    "cert_pem", "crt_bundle", "allow_http", "skip_cert_common_name_check", "common_name", "client_cert",
-    "client_key", "username", "password", "auth_type", "basic_auth", "digest_auth", "timeout_ms", "headers",
-    "user_agent", "buffer_size", "buffer_size_tx", "partial_http_download", "max_http_request_size", "bulk_flash_erase",
+    "cert_pem", "crt_bundle", "allow_http", "cert_expiry_check", "skip_cert_common_name_check", "common_name",
+    "client_cert", "client_key", "username", "password", "auth_type", "basic_auth", "digest_auth", "timeout_ms",
+    "headers", "user_agent", "buffer_size", "buffer_size_tx", "partial_http_download", "max_http_request_size",
+    "bulk_flash_erase",
 )
 
 

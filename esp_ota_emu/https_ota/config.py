@@ -64,6 +64,9 @@ class HttpConfig:
     # esp_http_client_config_t.auth_type: HTTP_AUTH_TYPE_BASIC sends Basic credentials with the first
     # request (no Kconfig needed for that); otherwise they go out only after a 401 names a scheme
     auth_type: Literal["none", "basic"] = "none"
+    # CONFIG_MBEDTLS_HAVE_TIME_DATE: check certificates' validity dates (ESP-IDF's default: no, a device
+    # rarely knows the time when it connects; expired or not-yet-valid certificates are then accepted)
+    cert_expiry_check: bool = False
 
     def __post_init__(self) -> None:
         if self.auth_type not in ("none", "basic"):
