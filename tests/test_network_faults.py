@@ -128,9 +128,9 @@ def failed_ota_then_recovery(flash, image, srv, ca, faults: Faults, expected: st
 
 FAULTS = {
     "dropped at byte 100000": (Faults(drop_after=100_000), "ESP_FAIL", "connection closed before complete data", {}),
-    "stall beyond the timeout": (
-        Faults(stall_after=8192, stall_seconds=1.5), "ESP_ERR_HTTP_EAGAIN", "no data from the server for 300 ms",
-        {"timeout_ms": 300},
+    "stall beyond --stall-limit (a device waits on)": (
+        Faults(stall_after=8192, stall_seconds=1.5), "ESP_ERR_HTTP_EAGAIN", "no data from the server for 0.5 s",
+        {"timeout_ms": 300, "stall_limit_s": 0.5},
     ),
     "Content-Length too long": (Faults(content_length_delta=4096), "ESP_FAIL", "connection closed", {}),
     "Content-Length too short": (

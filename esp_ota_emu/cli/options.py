@@ -135,6 +135,8 @@ _HTTPS_OTA_OPTIONS = (
                       "defaults from v5.0)."),
     click.option("--timeout-ms", type=click.IntRange(min=1), default=5000, show_default=True,
                  help="Network timeout."),
+    click.option("--stall-limit", "stall_limit_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
+                 help="Seconds to wait for a stalled download (a device retries its timed-out reads for ever)."),
     click.option("--header", "headers", multiple=True, help="Extra request header 'Key: Value' (repeatable)."),
     click.option("--user-agent", help="User-Agent (default 'ESP32 HTTP Client/1.0')."),
     click.option("--buffer-size", type=click.IntRange(min=0), default=0,
@@ -150,8 +152,8 @@ _HTTPS_OTA_OPTIONS = (
 _HTTPS_OTA_NAMES = (
     "cert_pem", "crt_bundle", "allow_http", "cert_expiry_check", "skip_cert_common_name_check", "common_name",
     "client_cert", "client_key", "username", "password", "auth_type", "basic_auth", "digest_auth", "timeout_ms",
-    "headers", "user_agent", "buffer_size", "buffer_size_tx", "partial_http_download", "max_http_request_size",
-    "bulk_flash_erase",
+    "stall_limit_s", "headers", "user_agent", "buffer_size", "buffer_size_tx", "partial_http_download",
+    "max_http_request_size", "bulk_flash_erase",
 )
 
 

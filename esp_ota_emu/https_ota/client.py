@@ -353,6 +353,7 @@ class HttpClient:
         self.method = "GET"
         self.timeout_ms = config.timeout_ms or DEFAULT_TIMEOUT_MS
         self.buffer_size_tx = config.buffer_size_tx or DEFAULT_BUFFER_SIZE_TX
+        self.stall_limit_s = max(config.stall_limit_s, self.timeout_ms / 1000)
         self.max_redirection_count = config.max_redirection_count or DEFAULT_MAX_REDIRECT
         retries = config.max_authorization_retries
         self.max_authorization_retries = DEFAULT_MAX_AUTH_RETRIES if retries == 0 else max(retries, 0)
@@ -485,6 +486,12 @@ class HttpClient:
         # The transport's byte stream itself, not iter_raw(): that wrapper's per-piece bookkeeping
         # (request context, re-chunking, counters) is unused here and costs ~5% of a fast download.
         self._stream = None if self._body_done else iter(response.stream)
+        # timeout_ms bounds the wait for the response headers. A read of the body that times out is not
+        # an error on a device: esp_http_client_read returns what it has (or -ESP_ERR_HTTP_EAGAIN) and
+        # esp_https_ota_perform asks again, for as long as the connection stays open; the emulator waits
+        # up to stall_limit_s. (httpcore takes the read timeout when the body is first read.)
+        response.request.extensions["timeout"] = {**response.request.extensions.get("timeout", {}),
+                                                  "read": self.stall_limit_s}
 
     def _request_line(self, parts) -> str:
         """``http_client_prepare_first_line``: method, the URL's path (``/`` if none) and query, HTTP/1.1."""
@@ -589,8 +596,9 @@ class HttpClient:
         except httpx.ReadTimeout:
             raise EspError(
                 "ESP_ERR_HTTP_EAGAIN",
-                f"no data from the server for {self.timeout_ms} ms after {self.data_process + got} bytes "
-                "(a device keeps retrying a stalled read; the emulator stops here)",
+                f"no data from the server for {self.stall_limit_s:g} s after {self.data_process + got} bytes: "
+                f"a device would go on waiting (each read times out after {self.timeout_ms} ms and "
+                "esp_https_ota_perform asks again); the emulator stops here (stall_limit_s)",
             ) from None
         except httpx.TransportError as err:
             self._body_done = True
