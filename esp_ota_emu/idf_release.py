@@ -125,6 +125,9 @@ ONE_SHOT_OTA_CONFIG = Change(
     ("5.0",),
 )
 DECRYPT_CB = Change("esp_https_ota has decrypt_cb (pre-encrypted images)", ("5.0",))
+HEADERS_TIMEOUT_EAGAIN = Change(
+    "no response headers within timeout_ms is ESP_ERR_HTTP_EAGAIN (before: ESP_FAIL)", ("5.0",)
+)
 HTTPS_OTA_EVENTS = Change("esp_https_ota posts ESP_HTTPS_OTA_EVENT events", ("5.0.1",))
 SET_BOOT_ERROR_RETURNED = Change(
     "esp_https_ota_finish returns esp_ota_set_boot_partition's error (before: a shadowed variable logs it "

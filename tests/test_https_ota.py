@@ -785,6 +785,21 @@ def test_plain_http_url_with_a_root_certificate_is_fetched_in_the_clear(flash, a
     assert srv.url("app.bin").startswith("http://") and result.boot_partition_updated
 
 
+def test_no_response_headers_within_the_timeout(flash, app):
+    """esp_http_client_fetch_headers gives up after timeout_ms: ESP_FAIL before v5.0, then
+    -ESP_ERR_HTTP_EAGAIN, which esp_https_ota_begin returns as it is."""
+    with serve_files({"app.bin": app}, faults=Faults(delay_headers=0.6)) as srv, Device.open(flash) as dev:
+        errors = {}
+        for release in ("v4.4.7", "v5.0"):
+            dev.settings.idf_release = release
+            ota = EspHttpsOta(dev, OtaConfig(HttpConfig(srv.url("app.bin"), cert_pem=srv.tls.ca_pem.read_text(),
+                                                        timeout_ms=200)))
+            with pytest.raises(EspError) as err:
+                ota.begin()
+            errors[release] = (err.value.esp_err, "no response headers within 200 ms" in err.value.message)
+    assert errors == {"v4.4.7": ("ESP_FAIL", True), "v5.0": ("ESP_ERR_HTTP_EAGAIN", True)}
+
+
 def test_a_stalled_download_is_waited_out(flash, app):
     """Every read that times out is retried (esp_http_client_read returns -ESP_ERR_HTTP_EAGAIN, or 0
     before v5.0, and esp_https_ota_perform asks again): a device rides out a stall of any length. The

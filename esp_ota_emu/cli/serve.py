@@ -32,6 +32,7 @@ from .main import cli
 @click.option("--chunked", is_flag=True, help="Send bodies chunked, without Content-Length.")
 @click.option("--stall-after", type=int, help="Fault: pause after this many body bytes...")
 @click.option("--stall-seconds", type=float, default=0.0, help="...for this many seconds.")
+@click.option("--delay-headers", type=float, default=0.0, help="Fault: wait this many seconds before answering.")
 @click.option("--redirects", type=int, default=0, help="Fault: redirect this many times before serving.")
 @click.option("--redirect-status", type=click.Choice(["301", "302", "303", "307", "308"]), default="302")
 @click.option("--redirect-host", help="Fault: redirect to this host name (absolute Location, same port).")
@@ -41,7 +42,7 @@ from .main import cli
 @click.option("--reject-content-length", is_flag=True,
               help="Fault: answer 400 to a GET or HEAD carrying Content-Length, as some AWS load balancers do.")
 def serve_cmd(paths, host, port, tls_dir, cert, key, no_tls, client_ca, auth, auth_scheme, drop_after, ignore_range,
-              range_not_satisfiable, content_length_delta, chunked, stall_after, stall_seconds, redirects,
+              range_not_satisfiable, content_length_delta, chunked, stall_after, stall_seconds, delay_headers, redirects,
               redirect_status, redirect_host, status, no_head, content_range, reject_content_length):
     """Serve PATHS (files, or folders of files) over HTTPS with HEAD and Range, until Ctrl-C."""
     if no_tls:
@@ -62,7 +63,7 @@ def serve_cmd(paths, host, port, tls_dir, cert, key, no_tls, client_ca, auth, au
     faults = Faults(
         drop_after=drop_after, ignore_range=ignore_range, range_not_satisfiable=range_not_satisfiable,
         content_length_delta=content_length_delta, chunked=chunked, stall_after=stall_after,
-        stall_seconds=stall_seconds, redirects=redirects, redirect_status=int(redirect_status), redirect_host=redirect_host, status=status,
+        stall_seconds=stall_seconds, delay_headers=delay_headers, redirects=redirects, redirect_status=int(redirect_status), redirect_host=redirect_host, status=status,
         no_head=no_head, content_range=content_range, reject_content_length=reject_content_length,
     )
     files = files_from_paths(list(paths))

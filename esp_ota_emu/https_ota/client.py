@@ -39,6 +39,7 @@ from ..idf_release import (
     DIGEST_QOP_ONLY_IF_OFFERED,
     DIGEST_SHA256,
     GET_WITHOUT_CONTENT_LENGTH,
+    HEADERS_TIMEOUT_EAGAIN,
     IP_SAN_VERIFIED,
     REDIRECT_DOWNGRADE_REFUSED,
     IdfRelease,
@@ -462,7 +463,8 @@ class HttpClient:
             raise EspError("ESP_ERR_HTTP_CONNECT", f"could not connect to {host}: {_describe(err)}") from None
         except httpx.ReadTimeout:
             raise EspError(
-                "ESP_ERR_HTTP_EAGAIN", f"{host} sent no response headers within {self.timeout_ms} ms"
+                "ESP_ERR_HTTP_EAGAIN" if self.idf.has(HEADERS_TIMEOUT_EAGAIN) else "ESP_FAIL",
+                f"{host} sent no response headers within {self.timeout_ms} ms",
             ) from None
         except httpx.WriteError as err:
             raise EspError("ESP_ERR_HTTP_WRITE_DATA", f"could not send the request to {host}: {_describe(err)}") from None

@@ -44,6 +44,7 @@ class Faults:
     chunked: bool = False  # Transfer-Encoding: chunked instead of Content-Length
     stall_after: int | None = None  # pause after this many body bytes...
     stall_seconds: float = 0.0  # ...for this long
+    delay_headers: float = 0.0  # wait this many seconds before answering at all
     redirects: int = 0  # answer this many redirects before serving the file
     redirect_status: int = 302
     redirect_host: str | None = None  # send absolute Locations naming this host (same port) instead of paths
@@ -180,6 +181,8 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         faults = owner.faults
         path = unquote(urlsplit(self.path).path)
+        if faults.delay_headers:
+            time.sleep(faults.delay_headers)
         if faults.reject_content_length and "Content-Length" in self.headers:
             return self._simple(400, head)
         if head and faults.no_head:
