@@ -125,6 +125,9 @@ ONE_SHOT_OTA_CONFIG = Change(
     ("5.0",),
 )
 DECRYPT_CB = Change("esp_https_ota has decrypt_cb (pre-encrypted images)", ("5.0",))
+TLS13_KCONFIG = Change(
+    "TLS 1.3 can be built in (CONFIG_MBEDTLS_SSL_PROTO_TLS1_3, off by default; before: TLS 1.2 at most)", ("5.0",)
+)
 HEADERS_TIMEOUT_EAGAIN = Change(
     "no response headers within timeout_ms is ESP_ERR_HTTP_EAGAIN (before: ESP_FAIL)", ("5.0",)
 )

@@ -709,6 +709,21 @@ def test_auth_type_basic_sends_the_credentials_at_once(flash, app):
         HttpConfig(url="https://x/app.bin", auth_type="digest")
 
 
+def test_tls_1_3_needs_its_kconfig(flash, app):
+    """ESP-IDF's mbedTLS speaks TLS 1.2 only unless CONFIG_MBEDTLS_SSL_PROTO_TLS1_3 is set (v5.0 and newer)."""
+    with serve_files({"app.bin": app}) as srv:
+        run(flash, srv.url("app.bin"), srv.tls.ca_pem)
+        run(flash, srv.url("app.bin"), srv.tls.ca_pem, tls13=True)
+        assert [r.tls_version for r in srv.requests] == ["TLSv1.2", "TLSv1.3"]
+        with pytest.raises(InputError, match="no TLS 1.3"):
+            run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="v4.4.7", tls13=True)
+    with serve_files({"app.bin": app}, tls13_only=True) as srv:
+        refused, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="v5.5")
+        accepted, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="v5.5", tls13=True)
+    assert refused.esp_err == "ESP_ERR_HTTP_CONNECT" and "TLS handshake failed" in refused.message
+    assert accepted.boot_partition_updated
+
+
 def test_cli_no_basic_auth(flash, app):
     with serve_files({"app.bin": app}, auth=("ota", "s3cret")) as srv:
         url = srv.url("app.bin").replace("https://", "https://ota:s3cret@")

@@ -121,6 +121,8 @@ _HTTPS_OTA_OPTIONS = (
     click.option("--client-cert", type=click.Path(exists=True, dir_okay=False),
                  help="Mutual TLS: client certificate (PEM)."),
     click.option("--client-key", type=click.Path(exists=True, dir_okay=False), help="Mutual TLS: client key (PEM)."),
+    click.option("--tls13", is_flag=True,
+                 help="Offer TLS 1.3 too (CONFIG_MBEDTLS_SSL_PROTO_TLS1_3, v5.0 and newer; default: TLS 1.2 only)."),
     click.option("--cert-expiry-check", is_flag=True,
                  help="Refuse expired or not yet valid server certificates (CONFIG_MBEDTLS_HAVE_TIME_DATE; "
                       "off in ESP-IDF's defaults, where the dates are ignored)."),
@@ -150,7 +152,7 @@ _HTTPS_OTA_OPTIONS = (
     click.option("--bulk-flash-erase", is_flag=True, help="Erase the image's sectors up front instead of as written."),
 )
 _HTTPS_OTA_NAMES = (
-    "cert_pem", "crt_bundle", "allow_http", "cert_expiry_check", "skip_cert_common_name_check", "common_name",
+    "cert_pem", "crt_bundle", "allow_http", "tls13", "cert_expiry_check", "skip_cert_common_name_check", "common_name",
     "client_cert", "client_key", "username", "password", "auth_type", "basic_auth", "digest_auth", "timeout_ms",
     "stall_limit_s", "headers", "user_agent", "buffer_size", "buffer_size_tx", "partial_http_download",
     "max_http_request_size", "bulk_flash_erase",

@@ -21,6 +21,7 @@ from .main import cli
 @click.option("--cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Use this server certificate...")
 @click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="...and this key.")
 @click.option("--no-tls", is_flag=True, help="Plain HTTP.")
+@click.option("--tls13-only", is_flag=True, help="Refuse TLS 1.2 (devices need CONFIG_MBEDTLS_SSL_PROTO_TLS1_3).")
 @click.option("--client-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Require client certificates signed by this CA (mutual TLS).")
 @click.option("--auth", help="Require 'user:password'.")
@@ -41,7 +42,7 @@ from .main import cli
 @click.option("--content-range", help="Fault: send this Content-Range on 206 answers ('' sends none).")
 @click.option("--reject-content-length", is_flag=True,
               help="Fault: answer 400 to a GET or HEAD carrying Content-Length, as some AWS load balancers do.")
-def serve_cmd(paths, host, port, tls_dir, cert, key, no_tls, client_ca, auth, auth_scheme, drop_after, ignore_range,
+def serve_cmd(paths, host, port, tls_dir, cert, key, no_tls, tls13_only, client_ca, auth, auth_scheme, drop_after, ignore_range,
               range_not_satisfiable, content_length_delta, chunked, stall_after, stall_seconds, delay_headers, redirects,
               redirect_status, redirect_host, status, no_head, content_range, reject_content_length):
     """Serve PATHS (files, or folders of files) over HTTPS with HEAD and Range, until Ctrl-C."""
@@ -71,7 +72,7 @@ def serve_cmd(paths, host, port, tls_dir, cert, key, no_tls, client_ca, auth, au
         raise InputError("nothing to serve: the given folders are empty")
     try:
         server = TestServer(files, tls=tls, faults=faults, auth=credentials, auth_scheme=auth_scheme,
-                            client_ca=client_ca, host=host, port=port,
+                            client_ca=client_ca, host=host, port=port, tls13_only=tls13_only,
                             log=lambda line: click.echo(line, err=True))
     except OSError as err:
         raise InputError(f"cannot listen on {host}:{port}: {err.strerror}") from None

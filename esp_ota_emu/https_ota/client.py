@@ -181,16 +181,18 @@ def ssl_context(config: HttpConfig, ip_san: bool = True) -> ssl.SSLContext:
         _file_key(config.client_key),
         ip_san,
         config.cert_expiry_check,
+        config.tls13,
     )
 
 
 @functools.lru_cache(maxsize=16)
 def _cached_ssl_context(
     cert_pem: str | None, crt_bundle: bool, skip_cn: bool, client_cert: tuple | None, client_key: tuple | None,
-    ip_san: bool, expiry_check: bool,
+    ip_san: bool, expiry_check: bool, tls13: bool,
 ) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.maximum_version = ssl.TLSVersion.TLSv1_3 if tls13 else ssl.TLSVersion.TLSv1_2
     if not expiry_check:  # mbedTLS without MBEDTLS_HAVE_TIME_DATE ignores validity dates
         context.verify_flags |= _X509_V_FLAG_NO_CHECK_TIME
     # mbedTLS checks the name itself (see _EspTlsSocket); OpenSSL's check differs for IP addresses

@@ -67,6 +67,8 @@ class HttpConfig:
     # CONFIG_MBEDTLS_HAVE_TIME_DATE: check certificates' validity dates (ESP-IDF's default: no, a device
     # rarely knows the time when it connects; expired or not-yet-valid certificates are then accepted)
     cert_expiry_check: bool = False
+    # CONFIG_MBEDTLS_SSL_PROTO_TLS1_3 (v5.0 and newer; off by default): offer TLS 1.3 as well as 1.2
+    tls13: bool = False
     # Not ESP-IDF's: a device waits for a stalled body as long as the connection stays open (every read
     # that times out is retried); the emulator gives up after this many seconds.
     stall_limit_s: float = 30.0

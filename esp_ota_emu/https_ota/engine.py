@@ -34,6 +34,7 @@ from ..idf_release import (
     RANGE_FROM_RESUME_OFFSET,
     RESUMPTION_CHECK_SPARES_PARTIAL,
     SET_BOOT_ERROR_RETURNED,
+    TLS13_KCONFIG,
     VERIFY_WITH_BUNDLE,
 )
 from ..image.reader import describe_non_image
@@ -230,6 +231,8 @@ class EspHttpsOta:
         if not http.digest_auth and not idf.has(DIGEST_AUTH_KCONFIG):
             raise InputError(f"ESP-IDF {idf} has no CONFIG_ESP_HTTP_CLIENT_ENABLE_DIGEST_AUTH: Digest auth is "
                              "always built in (the option came in v4.4)")
+        if http.tls13 and not idf.has(TLS13_KCONFIG):
+            raise InputError(f"ESP-IDF {idf}'s mbedTLS has no TLS 1.3 (CONFIG_MBEDTLS_SSL_PROTO_TLS1_3 came in v5.0)")
         self.post(ev.START)
         # Only the verification options are checked, not the URL: with cert_pem set, an http:// URL is
         # fetched over plain TCP. Before v4.3.4 only cert_pem counted.

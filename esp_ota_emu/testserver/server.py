@@ -64,6 +64,7 @@ class RecordedRequest:
     headers: tuple[tuple[str, str], ...]
     status: int
     client_port: int = 0  # the client's TCP port: requests with the same one came over one connection
+    tls_version: str | None = None  # the TLS version the connection negotiated (None: plain HTTP)
 
     def header(self, name: str) -> str | None:
         name = name.lower()
@@ -162,7 +163,8 @@ class _Handler(BaseHTTPRequestHandler):
     # -- helpers ---------------------------------------------------------------------------------
     def _record(self, status: int) -> None:
         self.server.owner._record(
-            RecordedRequest(self.command, self.path, tuple(self.headers.items()), status, self.client_address[1])
+            RecordedRequest(self.command, self.path, tuple(self.headers.items()), status, self.client_address[1],
+                            self.connection.version() if isinstance(self.connection, ssl.SSLSocket) else None)
         )
 
     def _simple(self, status: int, head: bool, extra: Mapping[str, str] = {}) -> None:
@@ -335,6 +337,7 @@ class TestServer:
         host: str = "127.0.0.1",
         port: int = 0,
         log=None,
+        tls13_only: bool = False,
     ):
         if auth_scheme not in AUTH_SCHEMES:
             raise ValueError(f"auth_scheme must be one of {', '.join(AUTH_SCHEMES)}, not {auth_scheme}")
@@ -350,6 +353,8 @@ class TestServer:
         if tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(tls.cert_pem, tls.key_pem)
+            if tls13_only:
+                context.minimum_version = ssl.TLSVersion.TLSv1_3
             if client_ca is not None:
                 context.verify_mode = ssl.CERT_REQUIRED
                 context.load_verify_locations(client_ca)
