@@ -715,6 +715,7 @@ def test_tls_1_3_needs_its_kconfig(flash, app):
         run(flash, srv.url("app.bin"), srv.tls.ca_pem)
         run(flash, srv.url("app.bin"), srv.tls.ca_pem, tls13=True)
         assert [r.tls_version for r in srv.requests] == ["TLSv1.2", "TLSv1.3"]
+        assert [r.alpn for r in srv.requests] == [None, None]  # esp_http_client offers no ALPN
         with pytest.raises(InputError, match="no TLS 1.3"):
             run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="v4.4.7", tls13=True)
     with serve_files({"app.bin": app}, tls13_only=True) as srv:

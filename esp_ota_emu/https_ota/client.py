@@ -190,7 +190,7 @@ def _cached_ssl_context(
     cert_pem: str | None, crt_bundle: bool, skip_cn: bool, client_cert: tuple | None, client_key: tuple | None,
     ip_san: bool, expiry_check: bool, tls13: bool,
 ) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context = _EspTlsContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.maximum_version = ssl.TLSVersion.TLSv1_3 if tls13 else ssl.TLSVersion.TLSv1_2
     if not expiry_check:  # mbedTLS without MBEDTLS_HAVE_TIME_DATE ignores validity dates
@@ -218,6 +218,14 @@ def _cached_ssl_context(
         except (OSError, ssl.SSLError) as err:
             raise EspError("ESP_ERR_INVALID_ARG", f"client certificate/key not usable: {err}") from None
     return context
+
+
+class _EspTlsContext(ssl.SSLContext):
+    """esp-tls's TLS settings. esp_http_client offers no ALPN (it has no such option before v6.0, where
+    ``alpn_protos`` is unset by default); httpcore would set "http/1.1" on every connection."""
+
+    def set_alpn_protocols(self, alpn_protocols) -> None:
+        pass
 
 
 class _EspTlsSocket(ssl.SSLSocket):

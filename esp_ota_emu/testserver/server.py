@@ -65,6 +65,7 @@ class RecordedRequest:
     status: int
     client_port: int = 0  # the client's TCP port: requests with the same one came over one connection
     tls_version: str | None = None  # the TLS version the connection negotiated (None: plain HTTP)
+    alpn: str | None = None  # "http/1.1" when the client offered it in ALPN
 
     def header(self, name: str) -> str | None:
         name = name.lower()
@@ -164,7 +165,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _record(self, status: int) -> None:
         self.server.owner._record(
             RecordedRequest(self.command, self.path, tuple(self.headers.items()), status, self.client_address[1],
-                            self.connection.version() if isinstance(self.connection, ssl.SSLSocket) else None)
+                            *((self.connection.version(), self.connection.selected_alpn_protocol())
+                              if isinstance(self.connection, ssl.SSLSocket) else (None, None)))
         )
 
     def _simple(self, status: int, head: bool, extra: Mapping[str, str] = {}) -> None:
@@ -353,6 +355,7 @@ class TestServer:
         if tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(tls.cert_pem, tls.key_pem)
+            context.set_alpn_protocols(["http/1.1"])
             if tls13_only:
                 context.minimum_version = ssl.TLSVersion.TLSv1_3
             if client_ca is not None:
