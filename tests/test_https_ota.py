@@ -725,6 +725,16 @@ def test_tls_1_3_needs_its_kconfig(flash, app):
     assert accepted.boot_partition_updated
 
 
+def test_sni_is_the_name_esp_tls_checks(flash, app):
+    """esp-tls hands mbedTLS the host name it verifies, which is also the SNI; with
+    skip_cert_common_name_check it hands none, and the ClientHello carries no server name."""
+    with serve_files({"app.bin": app}) as srv:
+        url = srv.url("app.bin").replace("127.0.0.1", "localhost")
+        run(flash, url, srv.tls.ca_pem)
+        run(flash, url, srv.tls.ca_pem, skip_cert_common_name_check=True)
+        assert [r.sni for r in srv.requests] == ["localhost", None]
+
+
 def test_cli_no_basic_auth(flash, app):
     with serve_files({"app.bin": app}, auth=("ota", "s3cret")) as srv:
         url = srv.url("app.bin").replace("https://", "https://ota:s3cret@")

@@ -222,10 +222,18 @@ def _cached_ssl_context(
 
 class _EspTlsContext(ssl.SSLContext):
     """esp-tls's TLS settings. esp_http_client offers no ALPN (it has no such option before v6.0, where
-    ``alpn_protos`` is unset by default); httpcore would set "http/1.1" on every connection."""
+    ``alpn_protos`` is unset by default); httpcore would set "http/1.1" on every connection. With
+    ``skip_cert_common_name_check`` esp-tls gives mbedTLS no host name at all, so no SNI is sent."""
+
+    esp_name_check: bool | None = None  # None: no name check, no SNI; else whether iPAddress names count
 
     def set_alpn_protocols(self, alpn_protocols) -> None:
         pass
+
+    def wrap_socket(self, sock, *args, server_hostname=None, **kwargs):
+        if self.esp_name_check is None:
+            server_hostname = None
+        return super().wrap_socket(sock, *args, server_hostname=server_hostname, **kwargs)
 
 
 class _EspTlsSocket(ssl.SSLSocket):
@@ -234,7 +242,7 @@ class _EspTlsSocket(ssl.SSLSocket):
 
     def do_handshake(self, *args) -> None:  # (block=False); gevent's SSLSocket takes no argument
         super().do_handshake(*args)
-        ip_san = getattr(self.context, "esp_name_check", None)
+        ip_san = self.context.esp_name_check
         if ip_san is None or self.server_hostname is None:
             return
         cert = x509.load_der_x509_certificate(self.getpeercert(binary_form=True))

@@ -66,6 +66,7 @@ class RecordedRequest:
     client_port: int = 0  # the client's TCP port: requests with the same one came over one connection
     tls_version: str | None = None  # the TLS version the connection negotiated (None: plain HTTP)
     alpn: str | None = None  # "http/1.1" when the client offered it in ALPN
+    sni: str | None = None  # the server name the client sent in its ClientHello
 
     def header(self, name: str) -> str | None:
         name = name.lower()
@@ -112,6 +113,10 @@ class _Auth:
         else:
             expected = digest(f"{ha1}:{self.nonce}:{ha2}")
         return fields.get("response") == expected
+
+
+def _remember_sni(connection, server_name, context) -> None:
+    connection.sni = server_name
 
 
 class _LineReader:
@@ -165,8 +170,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _record(self, status: int) -> None:
         self.server.owner._record(
             RecordedRequest(self.command, self.path, tuple(self.headers.items()), status, self.client_address[1],
-                            *((self.connection.version(), self.connection.selected_alpn_protocol())
-                              if isinstance(self.connection, ssl.SSLSocket) else (None, None)))
+                            *((self.connection.version(), self.connection.selected_alpn_protocol(),
+                               getattr(self.connection, "sni", None))
+                              if isinstance(self.connection, ssl.SSLSocket) else (None, None, None)))
         )
 
     def _simple(self, status: int, head: bool, extra: Mapping[str, str] = {}) -> None:
@@ -356,6 +362,7 @@ class TestServer:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(tls.cert_pem, tls.key_pem)
             context.set_alpn_protocols(["http/1.1"])
+            context.sni_callback = _remember_sni
             if tls13_only:
                 context.minimum_version = ssl.TLSVersion.TLSv1_3
             if client_ca is not None:
