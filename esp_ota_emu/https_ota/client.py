@@ -7,9 +7,10 @@ the caller's buffer completely unless the body ends, ``is_complete_data_received
 or the end of a chunked body; a response without a length counts as chunked), redirects via
 ``set_redirection`` (Location replaces host/path, headers stay), Basic and Digest answers to a 401
 via ``add_auth`` and ``perform`` (used for the HEAD request) with its redirect limit. TLS follows
-esp-tls and mbedTLS: the chain must lead to a CA certificate of ``cert_pem`` (a root or an
-intermediate; or the default bundle), the name checked is ``common_name`` or the URL's host unless
-the check is skipped, and TLS 1.2 is the highest version (mbedTLS's default in ESP-IDF).
+esp-tls and ESP-IDF's mbedTLS build: the chain must lead to a CA certificate of ``cert_pem`` (a root
+or an intermediate; or the default bundle), validity dates are ignored unless asked for, the name
+checked (and sent as SNI) is ``common_name`` or the URL's host unless the check is skipped, matched by
+mbedTLS's rules, no ALPN is offered, and TLS 1.2 is the highest version unless TLS 1.3 is built in.
 """
 
 from __future__ import annotations
@@ -328,7 +329,7 @@ class RequestWrites:
     line_fits: bool  # False: the request line alone fills the buffer, nothing is sent ("Out of buffer")
     writes: tuple[bytes, ...]  # the pieces sent, in order
     headers_sent: int  # how many header lines went out; all of them means the request is complete
-    headers: tuple[str, ...]  # the header lines, in esp_http_client's order
+    headers: tuple[bytes, ...]  # the header lines, in esp_http_client's order
 
     @property
     def complete(self) -> bool:
@@ -341,7 +342,7 @@ def request_writes(request_line: str, headers: list[tuple[str, str]], buffer_siz
     the terminating NUL; the next buffers take the following lines the same way. A header line that
     cannot fit an empty buffer stops the loop: the request goes out cut before its blank line (and if
     that is the first header, not even the request line is sent)."""
-    lines = tuple(f"{key}: {value}\r\n" for key, value in headers)
+    lines = tuple(f"{key}: {value}\r\n".encode() for key, value in headers)
     line = request_line.encode()
     if len(line) >= buffer_size_tx:
         return RequestWrites(line, False, (), 0, lines)
@@ -349,13 +350,13 @@ def request_writes(request_line: str, headers: list[tuple[str, str]], buffer_siz
     pending, room, index = line, buffer_size_tx - len(line), 0
     while index < len(lines):
         size, end = 0, index
-        while end < len(lines) and size + len(lines[end].encode()) + 3 <= room:
-            size += len(lines[end].encode())
+        while end < len(lines) and size + len(lines[end]) + 3 <= room:
+            size += len(lines[end])
             end += 1
         if end == index:
             break
         done = end == len(lines)
-        writes.append(pending + "".join(lines[index:end]).encode() + (b"\r\n" if done else b""))
+        writes.append(pending + b"".join(lines[index:end]) + (b"\r\n" if done else b""))
         pending, room, index = b"", buffer_size_tx, end
     return RequestWrites(line, True, tuple(writes), index, lines)
 
@@ -536,7 +537,7 @@ class HttpClient:
                 raise EspError("ESP_FAIL", f"{out_of_buffer}; the device connected to {host} and sent nothing; {fix}")
             cut = writes.headers[writes.headers_sent]
             sent = sum(map(len, writes.writes))
-            why = (f"the header line {cut.split(':', 1)[0]!r} ({len(cut)} bytes) does not fit the "
+            why = (f"the header line {cut.split(b':', 1)[0].decode()!r} ({len(cut)} bytes) does not fit the "
                    f"{self.buffer_size_tx}-byte transmit buffer, so esp_http_client sent "
                    + (f"only {sent} bytes of the request, without its blank line" if sent else "nothing at all")
                    + f"; {fix}")
@@ -546,7 +547,7 @@ class HttpClient:
                 sock.settimeout(self.timeout_ms / 1000)
                 answer = sock.recv(256)
             except TimeoutError:
-                raise EspError("ESP_ERR_HTTP_EAGAIN",
+                raise EspError("ESP_ERR_HTTP_EAGAIN" if self.idf.has(HEADERS_TIMEOUT_EAGAIN) else "ESP_FAIL",
                                f"{host} sent no response headers within {self.timeout_ms} ms: {why}") from None
             except OSError as err:
                 raise EspError("ESP_FAIL", f"{host} closed the connection: {_describe(err)}; {why}") from None
