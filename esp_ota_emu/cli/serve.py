@@ -42,9 +42,10 @@ from .main import cli
 @click.option("--content-range", help="Fault: send this Content-Range on 206 answers ('' sends none).")
 @click.option("--reject-content-length", is_flag=True,
               help="Fault: answer 400 to a GET or HEAD carrying Content-Length, as some AWS load balancers do.")
-def serve_cmd(paths, host, port, tls_dir, cert, key, no_tls, tls13_only, client_ca, auth, auth_scheme, drop_after, ignore_range,
-              range_not_satisfiable, content_length_delta, chunked, stall_after, stall_seconds, delay_headers, redirects,
-              redirect_status, redirect_host, status, no_head, content_range, reject_content_length):
+def serve_cmd(paths, host, port, tls_dir, cert, key, no_tls, tls13_only, client_ca, auth, auth_scheme, drop_after,
+              ignore_range, range_not_satisfiable, content_length_delta, chunked, stall_after, stall_seconds,
+              delay_headers, redirects, redirect_status, redirect_host, status, no_head, content_range,
+              reject_content_length):
     """Serve PATHS (files, or folders of files) over HTTPS with HEAD and Range, until Ctrl-C."""
     if no_tls:
         tls = None
@@ -64,8 +65,9 @@ def serve_cmd(paths, host, port, tls_dir, cert, key, no_tls, tls13_only, client_
     faults = Faults(
         drop_after=drop_after, ignore_range=ignore_range, range_not_satisfiable=range_not_satisfiable,
         content_length_delta=content_length_delta, chunked=chunked, stall_after=stall_after,
-        stall_seconds=stall_seconds, delay_headers=delay_headers, redirects=redirects, redirect_status=int(redirect_status), redirect_host=redirect_host, status=status,
-        no_head=no_head, content_range=content_range, reject_content_length=reject_content_length,
+        stall_seconds=stall_seconds, delay_headers=delay_headers, redirects=redirects,
+        redirect_status=int(redirect_status), redirect_host=redirect_host, status=status, no_head=no_head,
+        content_range=content_range, reject_content_length=reject_content_length,
     )
     files = files_from_paths(list(paths))
     if not files:

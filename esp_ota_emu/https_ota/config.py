@@ -75,7 +75,9 @@ class HttpConfig:
 
     def __post_init__(self) -> None:
         if self.auth_type not in ("none", "basic"):
-            raise InputError(f"auth_type is 'none' or 'basic' (Digest needs the server's challenge), not {self.auth_type!r}")
+            raise InputError(
+                f"auth_type is 'none' or 'basic' (Digest needs the server's challenge), not {self.auth_type!r}"
+            )
 
     @property
     def verifies_server(self) -> bool:

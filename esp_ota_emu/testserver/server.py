@@ -168,12 +168,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- helpers ---------------------------------------------------------------------------------
     def _record(self, status: int) -> None:
-        self.server.owner._record(
-            RecordedRequest(self.command, self.path, tuple(self.headers.items()), status, self.client_address[1],
-                            *((self.connection.version(), self.connection.selected_alpn_protocol(),
-                               getattr(self.connection, "sni", None))
-                              if isinstance(self.connection, ssl.SSLSocket) else (None, None, None)))
-        )
+        tls = self.connection if isinstance(self.connection, ssl.SSLSocket) else None
+        self.server.owner._record(RecordedRequest(
+            self.command, self.path, tuple(self.headers.items()), status, self.client_address[1],
+            tls_version=tls.version() if tls else None,
+            alpn=tls.selected_alpn_protocol() if tls else None,
+            sni=getattr(tls, "sni", None),
+        ))
 
     def _simple(self, status: int, head: bool, extra: Mapping[str, str] = {}) -> None:
         body = f"<html><body><h1>{status} {self.responses.get(status, ('',))[0]}</h1></body></html>\n".encode()
