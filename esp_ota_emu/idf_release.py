@@ -176,6 +176,9 @@ DIGEST_SHA256 = Change(
 ADD_AUTH_CHECKED = Change(
     "a 401 whose challenge cannot be answered ends the OTA with esp_http_client_add_auth's error", ("5.5",)
 )
+IPV6_HOST_BRACKETS = Change(
+    "an IPv6 address in the Host header is in brackets, [::1]:8443 (before: ::1:8443)", ("5.5",)
+)
 RANGE_FROM_RESUME_OFFSET = Change(
     "partial download: the first Range starts at the resume offset and ends at the image length", ("5.5",)
 )

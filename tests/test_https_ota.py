@@ -735,6 +735,17 @@ def test_sni_is_the_name_esp_tls_checks(flash, app):
         assert [r.sni for r in srv.requests] == ["localhost", None]
 
 
+def test_ipv6_host_header(flash, app):
+    """_get_host_header brackets an IPv6 address from v5.5 on; before, the Host header reads ::1:port."""
+    with serve_files({"app.bin": app}, host="::1") as srv:
+        for release in ("v5.4.4", "v5.5"):
+            result, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release=release)
+            assert result.boot_partition_updated
+        hosts = [r.header("Host") for r in srv.requests]
+    assert srv.url("app.bin").startswith("https://[::1]:")
+    assert hosts == [f"::1:{srv.port}", f"[::1]:{srv.port}"]
+
+
 def test_cli_no_basic_auth(flash, app):
     with serve_files({"app.bin": app}, auth=("ota", "s3cret")) as srv:
         url = srv.url("app.bin").replace("https://", "https://ota:s3cret@")

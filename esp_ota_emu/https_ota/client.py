@@ -42,6 +42,7 @@ from ..idf_release import (
     GET_WITHOUT_CONTENT_LENGTH,
     HEADERS_TIMEOUT_EAGAIN,
     IP_SAN_VERIFIED,
+    IPV6_HOST_BRACKETS,
     REDIRECT_DOWNGRADE_REFUSED,
     IdfRelease,
 )
@@ -386,8 +387,10 @@ class HttpClient:
         self._headers: dict[str, tuple[str, str]] = {}
         self.set_header("User-Agent", config.user_agent or DEFAULT_USER_AGENT)
         parts = urlsplit(url)
-        default_port = parts.port in (None, 80, 443)
-        self.set_header("Host", parts.hostname if default_port else f"{parts.hostname}:{parts.port}")
+        host = parts.hostname or ""
+        if ":" in host and idf.has(IPV6_HOST_BRACKETS):
+            host = f"[{host}]"
+        self.set_header("Host", host if parts.port in (None, 80, 443) else f"{host}:{parts.port}")
         for key, value in config.headers:
             self.set_header(key, value)
         self._ssl = ssl_context(config, ip_san=idf.has(IP_SAN_VERIFIED))

@@ -329,6 +329,10 @@ class _HttpServer(ThreadingHTTPServer):
         pass
 
 
+class _HttpServer6(_HttpServer):
+    address_family = socket.AF_INET6
+
+
 class TestServer:
     """An HTTP(S) server for files, run in a background thread."""
 
@@ -357,7 +361,8 @@ class TestServer:
         self.log = log
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
-        self._httpd = _HttpServer((host, port), _Handler)
+        server_class = _HttpServer6 if ":" in host else _HttpServer
+        self._httpd = server_class((host, port), _Handler)
         self._httpd.owner = self
         if tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -385,7 +390,8 @@ class TestServer:
     @property
     def base_url(self) -> str:
         scheme = "https" if self.tls is not None else "http"
-        return f"{scheme}://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
 
     def url(self, name: str) -> str:
         return f"{self.base_url}/{name.lstrip('/')}"
