@@ -75,12 +75,15 @@ def test_ota_from_a_url(realdata, tmp_path):
             {"do": "reset", "expect": {"booted": "ota_1", "state": "PENDING_VERIFY"}},
             {"do": "confirm", "expect": {"state": "VALID"}},
             {"do": "ota", "url": srv.url("missing.bin"), "cert_pem": str(srv.tls.ca_pem), "expect": {"error": "ESP_FAIL"}},
+            {"do": "ota", "url": srv.url("app.bin") + "?" + "x" * 600, "cert_pem": str(srv.tls.ca_pem),
+             "buffer_size_tx": 1024, "tls13": True, "expect": {"booted": "ota_1"}},
         ], device={"rollback": True})
         result = run("scenario", path, "--flash", flash, "--json")
     r = json.loads(result.output)
     assert result.exit_code == 0, r
     version = c_text(AppDesc.parse(app[APP_DESC_OFFSET : APP_DESC_OFFSET + AppDesc.sizeof()]).version)
-    assert [s["version"] for s in r["steps"]] == ["1.0.0", version, version, version]
+    assert [s["version"] for s in r["steps"]] == ["1.0.0", version, version, version, version]
+    assert srv.requests[-1].tls_version == "TLSv1.3" and len(srv.requests[-1].path) > 600
     assert r["steps"][3]["error"].startswith("ESP_FAIL")
 
 
