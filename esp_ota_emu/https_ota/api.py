@@ -74,7 +74,8 @@ def https_ota(
 
     ``http_options`` are :class:`HttpConfig` fields (``crt_bundle``, ``common_name``,
     ``skip_cert_common_name_check``, ``client_cert``, ``client_key``, ``username``, ``password``,
-    ``timeout_ms``, ``headers``, ``user_agent``, ``buffer_size``, ...).
+    ``timeout_ms``, ``headers``, ``user_agent``, ``buffer_size``, ``buffer_size_tx``, and the Kconfig
+    switches ``tls13``, ``cert_expiry_check``, ``basic_auth``, ``digest_auth``, ...).
     """
     decrypt_end = None
     if decrypt_key is not None:
