@@ -191,9 +191,17 @@ ONE_SHOT_OWN_ERRORS = Change(
     "esp_https_ota() returns esp_https_ota_begin's own error (before: ESP_FAIL) and refuses ota_resumption",
     ("5.5",),
 )
-OTA_RESUMPTION = Change(
-    "ota_resumption: Range: bytes=N- from the saved offset, any answer but 206 restarts from byte 0 "
-    "(v5.5 to v5.5.3 wrote a 200 answer's whole image at offset N: not modelled, refused)",
+OTA_RESUMPTION = Change("ota_resumption: a download continues from the saved offset with Range: bytes=N-", ("5.5",))
+RESUME_OFFSET_ALIGNED = Change(
+    "with flash encryption the resume offset is rounded down to 16 bytes (before: taken as saved; the emulator "
+    "refuses an unaligned one)",
+    ("5.5.3",),
+)
+RESUMPTION_CHECKED = Change(
+    "ota_resumption sends a Range even from byte 0 (bytes=0-), restarts from byte 0 on any answer but 206 and "
+    "closes the connection first (before: no Range from byte 0; a 200 answer's whole image is written at the "
+    "saved offset, a shifted image that esp_ota_end refuses; a 416 is asked again over the same connection, "
+    "which the emulator does not model)",
     ("5.5.4",),
 )
 RESUMPTION_CHECK_SPARES_PARTIAL = Change(

@@ -44,7 +44,7 @@ from .device import Device, DeviceSettings, DeviceState
 from .errors import EspError, InputError
 from .faults import CutInjector, OpRecorder, PowerCut, UndoLog, cut_rng, tear
 from .flash import Flash, FlashOp
-from .idf_release import OTA_RESUMPTION, IdfRelease
+from .idf_release import RESUMPTION_CHECKED, IdfRelease
 from .https_ota.api import https_ota
 from .https_ota.config import image_header_size, ota_begin_size, read_size
 from .otadata import OtaData, get_active_otadata
@@ -438,9 +438,9 @@ class Campaign:
 
     def __init__(self, device: Device, plan: OtaPlan, *, seed: int = 0, resume: bool = False,
                  https_ops: list[FlashOp] | None = None):
-        if resume and not device.idf.has(OTA_RESUMPTION):
-            raise InputError(f"ESP-IDF {device.idf} has no OTA resumption (esp_https_ota's ota_resumption): use "
-                             "--idf-release v5.5.4 or newer, or newest")
+        if resume and not device.idf.has(RESUMPTION_CHECKED):
+            raise InputError(f"the power-cut replay resumes as ESP-IDF v5.5.4 and newer do (ESP-IDF {device.idf} has "
+                             "no ota_resumption, or an earlier form of it): use --idf-release v5.5.4 or newer, or newest")
         header = image_header_size(device.idf)
         if len(plan.image) < header:
             raise InputError(

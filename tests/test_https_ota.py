@@ -604,18 +604,51 @@ def test_resume_restarts_from_zero_when_range_refused(flash, app, fault):
     assert ("ESP_HTTPS_OTA_VERIFY_CHIP_ID", 0) in events
 
 
-def test_resume_is_refused_before_v5_5_4_and_with_decryption(flash, app):
-    """v5.5 to v5.5.3 had ota_resumption but wrote a 200 answer's whole image at the saved offset: the
-    emulator models resumption from v5.5.4 on and refuses it before."""
+def test_resume_is_refused_before_v5_5_and_with_decryption(flash, app):
     with serve_files({"app.bin": app}) as srv:
-        for release in ("v5", "v5.5.3"):
-            err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release=release, resume=True)
-            assert err.esp_err == "ESP_ERR_NOT_SUPPORTED"
-        result, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="v5.5.4", resume=True)
-        assert result.boot_partition_updated
+        err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="v5.4.4", resume=True)
+        assert err.esp_err == "ESP_ERR_NOT_SUPPORTED" and srv.requests == []
+        for release in ("v5.5", "v5.5.4"):
+            result, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release=release, resume=True)
+            assert result.boot_partition_updated
+        # from v5.5.4 a fresh start asks with a Range too, to learn at once whether the server has them
+        assert [r.range for r in srv.requests] == [None, "bytes=0-"]
         err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="newest", resume=True,
                      decrypt=lambda data: data)
         assert err.esp_err == "ESP_ERR_NOT_SUPPORTED"
+
+
+def test_resume_before_v5_5_4_writes_a_200_answer_shifted(flash, app):
+    """v5.5 to v5.5.3 take a server's 200 answer to ``Range: bytes=N-`` as the rest of the image: the
+    whole image goes into the slot at offset N (progress passes 100%), and esp_ota_end refuses what
+    the slot then holds. otadata is untouched; with a server that honours Range the resume works."""
+    offset = 50_000
+    before = flash.read_bytes()
+    with serve_files({"app.bin": app}) as srv:
+        url = srv.url("app.bin")
+        with Device.open(flash) as dev:
+            dev.state.resume = {url: {"partition": "app1", "bytes_written": offset}}
+            dev.save()
+        srv.faults.ignore_range = True
+        err, events = run(flash, url, srv.tls.ca_pem, idf_release="v5.5.3", resume=True)
+        seen = [(r.range, r.status) for r in srv.requests]
+    after = flash.read_bytes()
+    written = [d for n, d in events if n == "ESP_HTTPS_OTA_WRITE_FLASH"]
+    assert seen == [(f"bytes={offset}-", 200)]
+    assert err.esp_err == "ESP_ERR_OTA_VALIDATE_FAILED"
+    assert written[-1] == offset + len(app) and written[-1] / len(app) > 1.1  # the "115%" users saw
+    assert after[SLOT + offset : SLOT + offset + len(app)] == app  # the whole image, shifted by the offset
+    assert after[OTADATA : OTADATA + 2 * SECTOR] == before[OTADATA : OTADATA + 2 * SECTOR]
+
+
+def test_resume_before_v5_5_4_leaves_a_416_unmodelled(flash, app):
+    with serve_files({"app.bin": app}, faults=Faults(range_not_satisfiable=True)) as srv:
+        url = srv.url("app.bin")
+        with Device.open(flash) as dev:
+            dev.state.resume = {url: {"partition": "app1", "bytes_written": 50_000}}
+            dev.save()
+        with pytest.raises(InputError, match="after a 416 over the same connection"):
+            run(flash, url, srv.tls.ca_pem, idf_release="v5.5.2", resume=True)
 
 
 def test_redirects_are_followed(flash, app):

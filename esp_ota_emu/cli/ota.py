@@ -60,7 +60,7 @@ def _boot_line(label: str, boot) -> str:
 @cli.command("ota")
 @click.argument("flash", type=click.Path(exists=True, dir_okay=False))
 @click.option("--url", required=True, help="Where to download the app image from (https://...).")
-@click.option("--resume", is_flag=True, help="ota_resumption: continue an interrupted download (ESP-IDF v5.5.4 and newer).")
+@click.option("--resume", is_flag=True, help="ota_resumption: continue an interrupted download (ESP-IDF v5.5 and newer).")
 @click.option("--decrypt-key", type=click.Path(exists=True, dir_okay=False),
               help="Pre-encrypted image (esp_encrypted_img): the device's private key (RSA-3072 or P-256 PEM).")
 @click.option("--reboot", is_flag=True, help="Reset at the end (esp_restart()), so the bootloader runs the new app.")

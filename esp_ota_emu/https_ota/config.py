@@ -97,7 +97,7 @@ class OtaConfig:
     decrypt: Decrypter | None = None
     decrypt_end: Callable[[], None] | None = None  # esp_encrypted_img_decrypt_end: the app runs it before finish
     enc_img_header_size: int = 0
-    ota_resumption: bool = False  # ESP-IDF v5.5.4 and newer
+    ota_resumption: bool = False  # ESP-IDF v5.5 and newer
     ota_image_bytes_written: int = 0
 
 

@@ -32,7 +32,9 @@ from ..idf_release import (
     OTA_RESUMPTION,
     PARTIAL_HTTP_DOWNLOAD,
     RANGE_FROM_RESUME_OFFSET,
+    RESUME_OFFSET_ALIGNED,
     RESUMPTION_CHECK_SPARES_PARTIAL,
+    RESUMPTION_CHECKED,
     SET_BOOT_ERROR_RETURNED,
     TLS13_KCONFIG,
     VERIFY_WITH_BUNDLE,
@@ -169,7 +171,7 @@ class EspHttpsOta:
             raise EspError("ESP_FAIL", f"client error: the server answered {status} for {client.url}")
         elif status >= 500:
             raise EspError("ESP_FAIL", f"server error: the server answered {status} for {client.url}")
-        elif (self.ota_resumption and status != 206
+        elif (self.ota_resumption and status != 206 and idf.has(RESUMPTION_CHECKED)
               and not (self.config.partial_http_download and idf.has(RESUMPTION_CHECK_SPARES_PARTIAL))):
             raise EspError(
                 "ESP_ERR_HTTP_RANGE_NOT_SATISFIABLE",
@@ -250,13 +252,18 @@ class EspHttpsOta:
             raise EspError("ESP_ERR_NOT_SUPPORTED", f"ESP-IDF {idf} has no decrypt_cb for pre-encrypted images (v5.0 and newer)")
         if self.config.ota_resumption:
             if not idf.has(OTA_RESUMPTION):
-                raise EspError("ESP_ERR_NOT_SUPPORTED", f"ESP-IDF {idf} has no ota_resumption as the emulator models it "
-                               "(v5.5.4 and newer)")
+                raise EspError("ESP_ERR_NOT_SUPPORTED", f"ESP-IDF {idf} has no ota_resumption (v5.5 and newer)")
             if self.config.decrypt is not None:
                 raise EspError("ESP_ERR_NOT_SUPPORTED", "OTA resumption is not supported for pre-encrypted images")
             written = self.config.ota_image_bytes_written
             if written >= IMAGE_HEADER_SIZE:
-                self.binary_file_len = written & ~0xF if self.dev.flash_encryption_enabled else written
+                if self.dev.flash_encryption_enabled:
+                    if idf.has(RESUME_OFFSET_ALIGNED):
+                        written &= ~0xF
+                    elif written % 16:
+                        raise InputError(f"ESP-IDF {idf} resumes a flash-encrypted OTA at the saved offset {written}, "
+                                         "which is not 16-byte aligned: not modelled (v5.5.3 rounds it down)")
+                self.binary_file_len = written
         self.client = HttpClient(http, idf)
         try:
             self._begin_connect()
@@ -268,7 +275,7 @@ class EspHttpsOta:
         client = self.client
         assert client is not None
         partial = self.config.partial_http_download
-        if self.ota_resumption and not partial:
+        if self.ota_resumption and not partial and (self.binary_file_len or self.idf.has(RESUMPTION_CHECKED)):
             client.set_header("Range", f"bytes={self.binary_file_len}-")
         if partial:
             self._probe_length()
@@ -277,6 +284,11 @@ class EspHttpsOta:
         except EspError as err:
             if err.esp_err != "ESP_ERR_HTTP_RANGE_NOT_SATISFIABLE" or not self.ota_resumption:
                 raise
+            if not self.idf.has(RESUMPTION_CHECKED):
+                if not self.binary_file_len:
+                    raise
+                raise InputError(f"ESP-IDF {self.idf} asks again after a 416 over the same connection, with the 416's "
+                                 "body unread: not modelled (v5.5.4 closes the connection first)") from None
             # Resumption failed: drop the Range and download the whole image again from byte 0.
             self.ota_resumption = False
             self.binary_file_len = 0
@@ -596,11 +608,12 @@ def esp_https_ota(
 def resumable_https_ota(
     device: Device, config: OtaConfig, on_event: OnEvent | None = None, on_progress: OnProgress | None = None
 ) -> OtaResult:
-    """The advanced-API update with ``ota_resumption`` (ESP-IDF v5.5.4 and newer), as ESP-IDF's example does it.
+    """The advanced-API update with ``ota_resumption`` (ESP-IDF v5.5 and newer), as ESP-IDF's example does it.
 
     Progress (bytes written to the slot) is kept in the device state under the URL, saved as the
     download goes and when it fails, so that the next run resumes with ``Range: bytes=N-``. A
-    server that ignores the Range (200) or answers 416 makes esp_https_ota start again from byte 0.
+    server that ignores the Range (200) or answers 416 makes esp_https_ota start again from byte 0
+    (before v5.5.4 a 200 answer's whole image is written at the saved offset).
     """
     url = config.http.url
     progress = device.state.resume.get(url)
