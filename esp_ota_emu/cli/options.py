@@ -136,7 +136,7 @@ _HTTPS_OTA_OPTIONS = (
                  help="Answer a Digest challenge (CONFIG_ESP_HTTP_CLIENT_ENABLE_DIGEST_AUTH; off in ESP-IDF's "
                       "defaults from v5.0)."),
     click.option("--timeout-ms", type=click.IntRange(min=1), default=5000, show_default=True,
-                 help="Network timeout."),
+                 help="esp_http_client's timeout: the wait for response headers and for each read."),
     click.option("--stall-limit", "stall_limit_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
                  help="Seconds to wait for a stalled download (a device retries its timed-out reads for ever)."),
     click.option("--header", "headers", multiple=True, help="Extra request header 'Key: Value' (repeatable)."),
