@@ -755,6 +755,7 @@ def test_tls_1_3_needs_its_kconfig(flash, app):
         refused, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="v5.5")
         accepted, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="v5.5", tls13=True)
     assert refused.esp_err == "ESP_ERR_HTTP_CONNECT" and "TLS handshake failed" in refused.message
+    assert "--tls13" in refused.message
     assert accepted.boot_partition_updated
 
 

@@ -397,6 +397,7 @@ class HttpClient:
         self._http: httpx.Client | None = None  # made at the first open; closed (with its connection) by close
         self._verifies = config.verifies_server
         self._sni = config.common_name
+        self._tls13 = config.tls13
         self._skip_cn = config.skip_cert_common_name_check
         self._response: httpx.Response | None = None
         self._kept_origin: tuple[str, str | None, int | None] | None = None  # where a kept-alive connection goes
@@ -482,7 +483,11 @@ class HttpClient:
         try:
             self._response = http.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as err:
-            raise EspError("ESP_ERR_HTTP_CONNECT", f"could not connect to {host}: {_describe(err)}") from None
+            reason = _describe(err)
+            if "PROTOCOL_VERSION" in reason and not self._tls13:
+                reason += (" (the server may want TLS 1.3, which a device offers only with "
+                           "CONFIG_MBEDTLS_SSL_PROTO_TLS1_3: --tls13)")
+            raise EspError("ESP_ERR_HTTP_CONNECT", f"could not connect to {host}: {reason}") from None
         except httpx.ReadTimeout:
             raise EspError(
                 "ESP_ERR_HTTP_EAGAIN" if self.idf.has(HEADERS_TIMEOUT_EAGAIN) else "ESP_FAIL",
