@@ -398,7 +398,6 @@ class HttpClient:
         self._verifies = config.verifies_server
         self._sni = config.common_name
         self._tls13 = config.tls13
-        self._skip_cn = config.skip_cert_common_name_check
         self._response: httpx.Response | None = None
         self._kept_origin: tuple[str, str | None, int | None] | None = None  # where a kept-alive connection goes
         self._stream = None
@@ -463,13 +462,11 @@ class HttpClient:
         if not self.idf.has(GET_WITHOUT_CONTENT_LENGTH):
             # http_client_prepare_first_line: "Content-Length: <write_len>" on every request, 0 here
             self.set_header("Content-Length", "0")
-        writes = request_writes(self._request_line(parts), list(self._headers.values()), self.buffer_size_tx)
-        request = http.build_request(self.method, self.url, headers=list(self._headers.values()))
-        extensions = {}
-        if parts.scheme == "https" and self._sni and not self._skip_cn:
-            extensions["sni_hostname"] = self._sni
-        if extensions:
-            request.extensions.update(extensions)
+        headers = list(self._headers.values())
+        writes = request_writes(self._request_line(parts), headers, self.buffer_size_tx)
+        request = http.build_request(self.method, self.url, headers=headers)
+        if parts.scheme == "https" and self._sni:
+            request.extensions["sni_hostname"] = self._sni  # with skip_cn _EspTlsContext sends none
         host = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
         if parts.scheme == "https" and not self._verifies:
             raise EspError(
@@ -483,16 +480,9 @@ class HttpClient:
         try:
             self._response = http.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as err:
-            reason = _describe(err)
-            if "PROTOCOL_VERSION" in reason and not self._tls13:
-                reason += (" (the server may want TLS 1.3, which a device offers only with "
-                           "CONFIG_MBEDTLS_SSL_PROTO_TLS1_3: --tls13)")
-            raise EspError("ESP_ERR_HTTP_CONNECT", f"could not connect to {host}: {reason}") from None
+            raise self._connect_error(host, err) from None
         except httpx.ReadTimeout:
-            raise EspError(
-                "ESP_ERR_HTTP_EAGAIN" if self.idf.has(HEADERS_TIMEOUT_EAGAIN) else "ESP_FAIL",
-                f"{host} sent no response headers within {self.timeout_ms} ms",
-            ) from None
+            raise self._no_headers_error(host) from None
         except httpx.WriteError as err:
             raise EspError("ESP_ERR_HTTP_WRITE_DATA", f"could not send the request to {host}: {_describe(err)}") from None
         except httpx.TransportError as err:
@@ -555,8 +545,7 @@ class HttpClient:
                 sock.settimeout(self.timeout_ms / 1000)
                 answer = sock.recv(256)
             except TimeoutError:
-                raise EspError("ESP_ERR_HTTP_EAGAIN" if self.idf.has(HEADERS_TIMEOUT_EAGAIN) else "ESP_FAIL",
-                               f"{host} sent no response headers within {self.timeout_ms} ms: {why}") from None
+                raise self._no_headers_error(host, why) from None
             except OSError as err:
                 raise EspError("ESP_FAIL", f"{host} closed the connection: {_describe(err)}; {why}") from None
         if not answer:
@@ -571,15 +560,27 @@ class HttpClient:
             sock = socket.create_connection((hostname, port or (443 if scheme == "https" else 80)),
                                             timeout=self.timeout_ms / 1000)
         except OSError as err:
-            raise EspError("ESP_ERR_HTTP_CONNECT", f"could not connect to {host}: {_describe(err)}") from None
+            raise self._connect_error(host, err) from None
         if scheme != "https":
             return sock
         try:
-            name = self._sni if self._sni and not self._skip_cn else hostname
-            return self._ssl.wrap_socket(sock, server_hostname=name)
+            return self._ssl.wrap_socket(sock, server_hostname=self._sni or hostname)
         except OSError as err:
             sock.close()
-            raise EspError("ESP_ERR_HTTP_CONNECT", f"could not connect to {host}: {_describe(err)}") from None
+            raise self._connect_error(host, err) from None
+
+    def _connect_error(self, host: str, err: BaseException) -> EspError:
+        """ESP_ERR_HTTP_CONNECT: the TCP connection or the TLS handshake failed."""
+        reason = _describe(err)
+        if "PROTOCOL_VERSION" in reason and not self._tls13:
+            reason += (" (the server may want TLS 1.3, which a device offers only with "
+                       "CONFIG_MBEDTLS_SSL_PROTO_TLS1_3: --tls13)")
+        return EspError("ESP_ERR_HTTP_CONNECT", f"could not connect to {host}: {reason}")
+
+    def _no_headers_error(self, host: str, why: str = "") -> EspError:
+        """``esp_http_client_fetch_headers`` timing out: ESP_FAIL before v5.0, then -ESP_ERR_HTTP_EAGAIN."""
+        return EspError("ESP_ERR_HTTP_EAGAIN" if self.idf.has(HEADERS_TIMEOUT_EAGAIN) else "ESP_FAIL",
+                        f"{host} sent no response headers within {self.timeout_ms} ms" + (f": {why}" if why else ""))
 
     @property
     def location(self) -> str | None:

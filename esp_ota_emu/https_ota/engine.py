@@ -275,18 +275,18 @@ class EspHttpsOta:
         client = self.client
         assert client is not None
         partial = self.config.partial_http_download
-        if self.ota_resumption and not partial and (self.binary_file_len or self.idf.has(RESUMPTION_CHECKED)):
+        # before v5.5.4 resumption does nothing from byte 0: no Range, and no restart after a 416
+        resuming = self.ota_resumption and bool(self.binary_file_len or self.idf.has(RESUMPTION_CHECKED))
+        if resuming and not partial:
             client.set_header("Range", f"bytes={self.binary_file_len}-")
         if partial:
             self._probe_length()
         try:
             self._http_connect()
         except EspError as err:
-            if err.esp_err != "ESP_ERR_HTTP_RANGE_NOT_SATISFIABLE" or not self.ota_resumption:
+            if err.esp_err != "ESP_ERR_HTTP_RANGE_NOT_SATISFIABLE" or not resuming:
                 raise
             if not self.idf.has(RESUMPTION_CHECKED):
-                if not self.binary_file_len:
-                    raise
                 raise InputError(f"ESP-IDF {self.idf} asks again after a 416 over the same connection, with the 416's "
                                  "body unread: not modelled (v5.5.4 closes the connection first)") from None
             # Resumption failed: drop the Range and download the whole image again from byte 0.
