@@ -91,7 +91,7 @@ REWRITE_KEEPS_SELECTED_SLOT = Change(
     "esp_ota_set_boot_partition of the slot otadata already selects rewrites the same sector, same seq", ("6.0",)
 )
 
-# -- esp_https_ota.c and esp_http_client.c ----------------------------------------------------------------
+# -- esp_https_ota.c, esp_http_client.c, esp-tls and ESP-IDF's mbedTLS build ------------------------------
 # Every release the emulator follows has this; the ones before it are refused (parse_release).
 HEADER_FIRST = Change(
     "esp_https_ota reads the image header before its first write and checks the chip id in it (before: "
