@@ -21,9 +21,11 @@ from .efuse import SUPPORTED_CHIPS, Efuses
 from .errors import EspError, InputError
 from .esp_partition import PartitionIO
 from .flash import Flash
+from .formats.app_desc import APP_DESC_OFFSET, APP_DESC_SIZE
 from .idf_release import DEFAULT as DEFAULT_RELEASE
 from .idf_release import IdfRelease, parse_release
 from .image import VerifyResult, parse_image, verify_image
+from .image.reader import read_app_desc
 from .partitions import Partition, PartitionTable
 from .security import sbv2
 from .security.flash_encryption import load_flash_encryption_key
@@ -440,6 +442,14 @@ class Device:
             return None
         return self.partitions.find(self.state.running)
 
+    def running_app_desc(self):
+        """``esp_app_get_description()``: the running app's esp_app_desc_t, or None when no app runs or
+        its image has none where ESP-IDF puts it (image offset 0x20)."""
+        p = self.running
+        if p is None:
+            return None
+        return read_app_desc(memoryview(self.io.read(p, APP_DESC_OFFSET, APP_DESC_SIZE)), 0, APP_DESC_SIZE)
+
     def boot_decision(self) -> BootResult:
         """What the bootloader would boot on the next reset, without writing anything."""
         return Bootloader(self, self.settings.profile(), dry_run=True).run()
@@ -453,6 +463,7 @@ class Device:
             hold_factory_reset_pin=hold_factory_reset_pin,
             hold_test_pin=hold_test_pin,
         ).run()
+        self._ota = None  # a reset loses every OTA in progress (its handles live in RAM)
         self.state.running = result.booted.label if result.booted else None
         self.state.boots += 1
         self.save()

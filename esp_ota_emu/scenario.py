@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from .device import Device, DeviceSettings, sidecar_path
 from .errors import EspError, InputError
-from .formats.app_desc import APP_DESC_OFFSET, AppDesc, c_text
+from .formats.app_desc import c_text
 from .formats.otadata import state_name
 from .local_ota import ota_from_file
 
@@ -158,11 +158,8 @@ class Scenario:
 
 def running_version(dev: Device) -> str | None:
     """The version string of the running app's esp_app_desc_t (None if it has none)."""
-    p = dev.running
-    if p is None:
-        return None
-    desc = AppDesc.parse(dev.io.read(p, APP_DESC_OFFSET, AppDesc.sizeof()))
-    return c_text(desc.version) if desc.magic_word == 0xABCD5432 else None
+    desc = dev.running_app_desc()
+    return None if desc is None else c_text(desc.version)
 
 
 def _running_state(dev: Device) -> str | int | None:
