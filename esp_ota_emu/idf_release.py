@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from .errors import InputError
 
 OLDEST = (4, 3, 3)  # see HEADER_FIRST
-NEWEST = (6, 0, 2)  # the newest release whose sources the emulator follows
+NEWEST = (6, 1, 0)  # the newest release whose sources the emulator follows: v6.1 is v6.1-beta1's sources
 ALIASES = {
     "v4": "v4.4.6",  # the last release with v4's esp_ota_write erase and esp_https_ota_finish
     "v5": "v5.4.4",  # the v5.x behaviour before v5.5's OTA changes; the default
@@ -90,6 +90,11 @@ BEGIN_INVALIDATES_INACTIVE_OTADATA = Change(
 REWRITE_KEEPS_SELECTED_SLOT = Change(
     "esp_ota_set_boot_partition of the slot otadata already selects rewrites the same sector, same seq", ("6.0",)
 )
+OTA_ALREADY_IN_PROGRESS = Change(
+    "esp_ota_begin and esp_ota_resume refuse a partition that an unfinished OTA is writing "
+    "(ESP_ERR_OTA_ALREADY_IN_PROGRESS)",
+    ("6.1",),
+)
 
 # -- esp_https_ota.c, esp_http_client.c, esp-tls and ESP-IDF's mbedTLS build ------------------------------
 # Every release the emulator follows has this; the ones before it are refused (parse_release).
@@ -144,6 +149,17 @@ CHIP_REVISION_CHECK = Change(
     "the first bytes are checked against the chip revision range, after the chip id, with an "
     "ESP_HTTPS_OTA_VERIFY_CHIP_REVISION event (inserted after VERIFY_CHIP_ID, later ids shifted)",
     ("5.5",),
+)
+CHIP_EVENTS_FIRST = Change(
+    "VERIFY_CHIP_ID and VERIFY_CHIP_REVISION are both posted before the chip checks "
+    "(esp_ota_check_image_validity; before, a chip id mismatch ended the OTA without VERIFY_CHIP_REVISION)",
+    ("6.1",),
+)
+SPI_MODE_CHECK = Change(
+    "an app whose descriptor records another SPI flash mode than the running app's is refused before "
+    "anything is written (ESP_ERR_OTA_SPI_MODE_MISMATCH; CONFIG_ESP_HTTPS_OTA_VERIFY_SPI_MODE, on by "
+    "default); when either app records none (0: built before v6.1) the update passes",
+    ("6.1",),
 )
 HTTP_304_416 = Change("a 304 answer is ESP_ERR_HTTP_NOT_MODIFIED, a 416 ESP_ERR_HTTP_RANGE_NOT_SATISFIABLE", ("5.5",))
 IP_SAN_VERIFIED = Change(

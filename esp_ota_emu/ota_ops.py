@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING
 
 from .errors import EspError
 from .flash import SECTOR_SIZE
-from .idf_release import BEGIN_INVALIDATES_INACTIVE_OTADATA, OTA_RESUME, REWRITE_KEEPS_SELECTED_SLOT, SEQUENTIAL_ERASE_FIX
+from .idf_release import (
+    BEGIN_INVALIDATES_INACTIVE_OTADATA,
+    OTA_ALREADY_IN_PROGRESS,
+    OTA_RESUME,
+    REWRITE_KEEPS_SELECTED_SLOT,
+    SEQUENTIAL_ERASE_FIX,
+)
 from .formats.otadata import OtaState
 from .otadata import OtaData, get_active_otadata, select_otadata
 from .partitions import Partition
@@ -92,6 +98,14 @@ class OtaOps:
     def _image_ok(self, p: Partition) -> bool:
         return self.dev.verify_partition(p).ok
 
+    def _check_partition_conflict(self, partition: Partition) -> None:
+        """esp_ota_check_partition_conflict() (v6.1 and newer): one unfinished OTA per partition."""
+        if self.dev.idf.has(OTA_ALREADY_IN_PROGRESS) and any(h.partition == partition for h in self._handles.values()):
+            raise EspError(
+                "ESP_ERR_OTA_ALREADY_IN_PROGRESS",
+                f"an OTA of partition '{partition.label}' is already in progress (end or abort its handle first)",
+            )
+
     def _handle(self, handle: int) -> OtaHandle:
         it = self._handles.get(handle)
         if it is None:
@@ -161,6 +175,7 @@ class OtaOps:
                     f"the running app '{running.label}' is still PENDING_VERIFY: it must mark itself valid "
                     "(esp_ota_mark_app_valid_cancel_rollback) before another OTA",
                 )
+        self._check_partition_conflict(partition)
         self._last_handle += 1
         h = OtaHandle(self._last_handle, partition, need_erase=image_size == OTA_WITH_SEQUENTIAL_WRITES)
         if image_size != OTA_WITH_SEQUENTIAL_WRITES:
@@ -190,6 +205,7 @@ class OtaOps:
             raise EspError("ESP_ERR_INVALID_ARG", f"partition '{partition.label}' is not an OTA app slot")
         if partition == self.get_running_partition():
             raise EspError("ESP_ERR_OTA_PARTITION_CONFLICT", f"partition '{partition.label}' is the running app")
+        self._check_partition_conflict(partition)
         self._last_handle += 1
         h = OtaHandle(
             self._last_handle,

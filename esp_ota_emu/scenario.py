@@ -38,9 +38,9 @@ from .local_ota import ota_from_file
 
 ACTIONS = ("ota", "reset", "power-cycle", "power-cut", "confirm", "crash", "mark-invalid", "set-boot")
 EXPECT_KEYS = {"booted", "version", "state", "error"}
-OTA_URL_KEYS = {"cert_pem", "allow_http", "skip_cert_common_name_check", "crt_bundle", "common_name",
-                "username", "password", "auth_type", "basic_auth", "digest_auth", "client_cert", "client_key",
-                "timeout_ms", "stall_limit_s", "buffer_size_tx", "tls13", "cert_expiry_check"}
+OTA_URL_KEYS = {"cert_pem", "allow_http", "verify_spi_mode", "skip_cert_common_name_check", "crt_bundle",
+                "common_name", "username", "password", "auth_type", "basic_auth", "digest_auth", "client_cert",
+                "client_key", "timeout_ms", "stall_limit_s", "buffer_size_tx", "tls13", "cert_expiry_check"}
 _MISSING = object()
 
 

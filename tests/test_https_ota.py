@@ -23,6 +23,8 @@ from click.testing import CliRunner
 from esp_ota_emu.cli.main import cli
 from esp_ota_emu.device import Device
 from esp_ota_emu.errors import EXIT_OTA_FAILED, EspError, InputError
+from esp_ota_emu.formats.app_desc import APP_DESC_OFFSET, SPI_FLASH_MODE_OFFSET
+from esp_ota_emu.image import parse_image
 from esp_ota_emu.https_ota import api
 from esp_ota_emu.https_ota.config import HttpConfig, OtaConfig
 from esp_ota_emu.https_ota.client import request_writes
@@ -167,15 +169,89 @@ def test_bulk_erase_size_per_release(flash, app, idf_release, whole_slot):
     assert tail == (b"\xff" if whole_slot else b"\x5a") * (SLOT_SIZE - end)
 
 
-def test_chip_mismatch_changes_nothing(flash, realdata):
+@pytest.mark.parametrize("idf_release", ["v5", "v6.0.2", "v6.1"])
+def test_chip_mismatch_changes_nothing(flash, realdata, idf_release):
+    """From v6.1 esp_https_ota posts VERIFY_CHIP_REVISION too before it checks the chip id."""
     s2_app = (realdata / "esptool/images/esp_idf_blink_esp32s2.bin").read_bytes()
     before = flash.read_bytes()
     with serve_files({"app.bin": s2_app}) as srv:
-        err, events = run(flash, srv.url("app.bin"), srv.tls.ca_pem)
+        err, events = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release=idf_release)
     assert isinstance(err, EspError) and err.esp_err == "ESP_ERR_INVALID_VERSION"
     assert "chip id 2" in err.message
-    assert events[-2:] == [("ESP_HTTPS_OTA_VERIFY_CHIP_ID", 2), ("ESP_HTTPS_OTA_ABORT", None)]
+    verify = [("ESP_HTTPS_OTA_VERIFY_CHIP_ID", 2)]
+    if idf_release == "v6.1":
+        verify.append(("ESP_HTTPS_OTA_VERIFY_CHIP_REVISION", int.from_bytes(s2_app[15:17], "little")))
+    assert events[-len(verify) - 1 :] == verify + [("ESP_HTTPS_OTA_ABORT", None)]
     assert flash.read_bytes() == before  # sequential erase: nothing was erased before the check
+
+
+def with_spi_flash_mode(image: bytes, mode: int) -> bytes:
+    """``image`` as if built for CONFIG_ESPTOOLPY_FLASHMODE_VAL ``mode`` by ESP-IDF v6.1: its app
+    description's spi_flash_mode set, the checksum and any appended SHA-256 still valid. (Arduino
+    1.0.6's app starts with a padding segment instead of a description; esp_https_ota reads the byte
+    at the same place all the same.)"""
+    at = APP_DESC_OFFSET + SPI_FLASH_MODE_OFFSET
+    parsed = parse_image(image)
+    data = bytearray(image)
+    data[parsed.checksum_offset] ^= data[at] ^ mode  # the byte is segment data: the XOR checksum covers it
+    data[at] = mode
+    if parsed.hash_appended:
+        end = parsed.checksum_offset + 1
+        data[end : end + 32] = hashlib.sha256(data[:end]).digest()
+    assert parse_image(bytes(data)).checksum_ok
+    return bytes(data)
+
+
+def build_running_app_for(flash, mode: int) -> bytes:
+    """Make the running app0 one built for SPI flash mode ``mode``; returns that app."""
+    data = bytearray(flash.read_bytes())
+    length = parse_image(bytes(data[0x10000:SLOT])).image_len
+    data[0x10000 : 0x10000 + length] = with_spi_flash_mode(bytes(data[0x10000 : 0x10000 + length]), mode)
+    flash.write_bytes(bytes(data))
+    return bytes(data[0x10000 : 0x10000 + length])
+
+
+@pytest.mark.parametrize("running_mode,new_mode,idf_release,verify,refused", [
+    (3, 1, "v6.1", True, True),  # DIO app, QIO update: refused
+    (3, 1, "v6.1", False, False),  # a device built without CONFIG_ESP_HTTPS_OTA_VERIFY_SPI_MODE
+    (3, 1, "v6.0.2", True, False),  # no check before v6.1
+    (3, 3, "v6.1", True, False),
+    (0, 1, "v6.1", True, False),  # the running app was built before v6.1: no mode recorded
+    (3, 0, "v6.1", True, False),  # nor in the update
+])
+def test_spi_flash_mode_check(flash, app, running_mode, new_mode, idf_release, verify, refused):
+    """v6.1's esp_ota_check_image_validity compares the spi_flash_mode of the new app's description
+    with the running app's, after the chip checks and before anything is written."""
+    build_running_app_for(flash, running_mode)
+    before = flash.read_bytes()
+    with serve_files({"app.bin": with_spi_flash_mode(app, new_mode)}) as srv:
+        result, events = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release=idf_release, verify_spi_mode=verify)
+    after = flash.read_bytes()
+    if refused:
+        assert isinstance(result, EspError) and result.esp_err == "ESP_ERR_OTA_SPI_MODE_MISMATCH"
+        assert "running app was built for DIO (3), the new app for QIO (1)" in result.message
+        assert events[-3:] == [("ESP_HTTPS_OTA_VERIFY_CHIP_ID", 0),
+                               ("ESP_HTTPS_OTA_VERIFY_CHIP_REVISION", int.from_bytes(app[15:17], "little")),
+                               ("ESP_HTTPS_OTA_ABORT", None)]
+        assert after == before
+    else:
+        assert not isinstance(result, EspError), result
+        assert result.boot_partition_updated and after[SLOT : SLOT + len(app)] == with_spi_flash_mode(app, new_mode)
+
+
+def test_cli_spi_flash_mode_mismatch(flash, app, tmp_path):
+    running_app = tmp_path / "app0.bin"  # this one has an app description (the update starts with padding)
+    running_app.write_bytes(build_running_app_for(flash, 4))
+    with serve_files({"app.bin": with_spi_flash_mode(app, 3)}) as srv:
+        command = ["ota", str(flash), "--url", srv.url("app.bin"), "--cert-pem", str(srv.tls.ca_pem),
+                   "--idf-release", "v6.1"]
+        refused = CliRunner().invoke(cli, command)
+        accepted = CliRunner().invoke(cli, [*command, "--no-verify-spi-mode", "--json"])
+    assert refused.exit_code == EXIT_OTA_FAILED and refused.stderr.count("\n") == 1
+    assert "ESP_ERR_OTA_SPI_MODE_MISMATCH" in refused.stderr and "--no-verify-spi-mode" in refused.stderr
+    assert accepted.exit_code == 0, accepted.output
+    info = json.loads(CliRunner().invoke(cli, ["image-info", str(running_app), "--json"]).output)
+    assert info["app_desc"]["spi_flash_mode"] == "DOUT (4)"
 
 
 @pytest.mark.parametrize("idf_release", ["v5.4.4", "v5.5"])
@@ -670,9 +746,10 @@ def test_redirect_to_another_host_sets_the_bare_host_name(flash, app):
     assert hosts == [f"127.0.0.1:{srv.port}", "localhost"]
 
 
-@pytest.mark.parametrize("idf_release,refused", [("v5.5.4", False), ("v5.5.5", True), ("v6.0.2", False)])
+@pytest.mark.parametrize("idf_release,refused", [("v5.5.4", False), ("v5.5.5", True), ("v6.0.2", False),
+                                                 ("v6.1", True)])
 def test_redirect_of_an_https_origin_per_release(flash, app, idf_release, refused):
-    """v5.5.5's esp_http_client follows an https:// origin's redirect only to a Location starting with
+    """v5.5.5's and v6.1's esp_http_client follow an https:// origin's redirect only to a Location starting with
     https:// (ESP_ERR_HTTP_REDIRECT_DOWNGRADE), so a relative Location is refused too; v6.0.x lacks
     that check."""
     with serve_files({"app.bin": app}, faults=Faults(redirects=1)) as srv:
@@ -689,7 +766,7 @@ def test_redirect_of_an_https_origin_per_release(flash, app, idf_release, refuse
 
 
 def test_endless_redirects_stop(flash, app):
-    with serve_files({"app.bin": app}, faults=Faults(redirects=10_000)) as srv:
+    with serve_files({"app.bin": app}, faults=Faults(redirects=10_000, redirect_host="localhost")) as srv:
         err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="newest")
     assert err.esp_err == "ESP_ERR_HTTP_MAX_REDIRECT"
 

@@ -23,7 +23,8 @@ ota_1, app, ota_1, 0x30000, 0x20000,
 
 
 @pytest.mark.parametrize("text,version", [("v5.5.2", (5, 5, 2)), ("5.5", (5, 5, 0)), ("v6.0", (6, 0, 0)),
-                                          ("v4.3.3", (4, 3, 3)), ("v4.4.1", (4, 4, 1)), ("v6.0.9", (6, 0, 9))])
+                                          ("v4.3.3", (4, 3, 3)), ("v4.4.1", (4, 4, 1)), ("v6.0.9", (6, 0, 9)),
+                                          ("v6.1", (6, 1, 0))])
 def test_versions(text, version):
     assert parse_release(text).version == version
 
@@ -33,12 +34,12 @@ def test_names_stand_for_versions():
     assert str(parse_release("v5")) == "v5.4.4"
 
 
-@pytest.mark.parametrize("text", ["v4.2.5", "v4.3.2", "v4.4", "v6.1", "v7", "latest", "5", ""])
+@pytest.mark.parametrize("text", ["v4.2.5", "v4.3.2", "v4.4", "v6.2", "v7", "latest", "5", ""])
 def test_unknown_releases_are_refused(text):
     """Before v4.3.3 and in v4.4.0, esp_https_ota read no 1024-byte header and checked no chip id."""
     with pytest.raises(InputError) as err:
         parse_release(text)
-    assert "v4.3.3 to v6.0.x except v4.4.0" in str(err.value)
+    assert "v4.3.3 to v6.1.x except v4.4.0" in str(err.value)
 
 
 def test_a_change_is_in_later_patches_of_its_branches_and_in_every_later_branch():
@@ -61,7 +62,7 @@ def test_cli_setting_persists_and_is_shown(realdata, tmp_path):
     assert (report["idf_release"], report["idf_version"]) == ("v5.5.2", "v5.5.2")
     again = runner.invoke(cli, ["info", str(flash)])  # the sidecar keeps it
     assert "(ESP-IDF v5.5.2 app behaviour)" in again.output
-    bad = runner.invoke(cli, ["info", str(flash), "--idf-release", "v6.1"])
+    bad = runner.invoke(cli, ["info", str(flash), "--idf-release", "v6.2"])
     assert bad.exit_code == EXIT_BAD_INPUT and "outside the releases the emulator follows" in bad.output
 
 
@@ -77,15 +78,15 @@ def test_cli_lists_the_changes_and_which_a_release_has():
     assert has["begin_invalidates_inactive_otadata"] and not has["rewrite_keeps_selected_slot"]
     assert has == {name.lower(): parse_release("v5.5.2").has(change) for name, change in CHANGES.items()}
     text = runner.invoke(cli, ["idf-release", "newest"]).output
-    assert text.startswith("ESP-IDF newest = v6.0.2:\n") and "yes rewrite_keeps_selected_slot (from v6.0)" in text
+    assert text.startswith("ESP-IDF newest = v6.1.0:\n") and "yes rewrite_keeps_selected_slot (from v6.0)" in text
 
 
 def test_readme_release_table_names_every_first_release():
     """The README's table of release differences is written by hand: every first release listed in
-    idf_release.py appears in it, and it names no other (v6.1 marks a change not yet in v6.0.x)."""
+    idf_release.py appears in it, and it names no other."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     start = readme.index("| behaviour | first releases |")
     table = readme[start : readme.index("\n\n", start)]
     documented = {v for row in table.splitlines()[2:] for v in re.findall(r"v\d+\.\d+(?:\.\d+)?", row.split("|")[-2])}
-    modelled = {f"v{v}" for name, change in CHANGES.items() if name != "HEADER_FIRST" for v in change.since} - {"v6.1"}
+    modelled = {f"v{v}" for name, change in CHANGES.items() if name != "HEADER_FIRST" for v in change.since}
     assert documented == modelled

@@ -138,7 +138,8 @@ FAULTS = {
     ),
     "500 Internal Server Error": (Faults(status=500), "ESP_FAIL", "server error", {}),
     "503 on the v5 one-shot begin": (Faults(status=503), "ESP_FAIL", "503", {}),
-    "redirect loop": (Faults(redirects=100_000), "ESP_ERR_HTTP_MAX_REDIRECT", "redirects", {"idf_release": "newest"}),
+    "redirect loop": (Faults(redirects=100_000, redirect_host="localhost"), "ESP_ERR_HTTP_MAX_REDIRECT", "redirects",
+                      {"idf_release": "newest"}),
 }
 
 

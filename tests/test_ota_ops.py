@@ -204,3 +204,30 @@ def test_get_boot_partition_defaults(dev_factory):
     assert dev.ota.get_boot_partition().label == "ota_1"
     dev.flash.write_raw(0xD000, entry(2, crc=0))  # bad CRC but not "invalid": no active entry -> default
     assert dev.ota.get_boot_partition().label == "factory"
+
+
+@pytest.mark.parametrize("release,refused", [("v6.0.2", False), ("v6.1", True)])
+def test_second_begin_on_a_partition_in_progress(dev_factory, release, refused):
+    """v6.1's esp_ota_begin and esp_ota_resume refuse a partition that an unfinished OTA writes
+    (ESP_ERR_OTA_ALREADY_IN_PROGRESS), before erasing anything; earlier releases hand out a second
+    handle. Ending or aborting the first handle, or a reset, frees the partition."""
+    dev = dev_factory(release)
+    ota_0, ota_1 = dev.partitions.find("ota_0"), dev.partitions.find("ota_1")
+    first = dev.ota.begin(ota_0, OTA_WITH_SEQUENTIAL_WRITES)
+    dev.ota.write(first, sample("v2")[:0x1000])
+    if refused:
+        for again in (lambda: dev.ota.begin(ota_0, 0), lambda: dev.ota.resume(ota_0, 0, 0x1000)):
+            with pytest.raises(EspError) as err:
+                again()
+            assert err.value.esp_err == "ESP_ERR_OTA_ALREADY_IN_PROGRESS" and "ota_0" in err.value.message
+        assert not dev.flash.is_erased(SLOT, 0x1000) and not dev.flash.is_erased(SLOT + 0x1000, 0x1000)
+    else:
+        second = dev.ota.begin(ota_0, 0)  # erases the whole slot under the first handle
+        assert second != first and dev.flash.is_erased(SLOT, 0x20000)
+        dev.ota.abort(second)
+    dev.ota.abort(dev.ota.begin(ota_1, 0))  # another partition is free in every release
+    dev.ota.abort(first)
+    dev.ota.abort(dev.ota.begin(ota_0, OTA_WITH_SEQUENTIAL_WRITES))
+    dev.ota.begin(ota_0, OTA_WITH_SEQUENTIAL_WRITES)
+    dev.boot()  # a reset forgets the unfinished OTA
+    dev.ota.abort(dev.ota.begin(ota_0, OTA_WITH_SEQUENTIAL_WRITES))

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from ..errors import EXIT_INVALID, InputError
-from ..formats.app_desc import c_text
+from ..formats.app_desc import c_text, spi_flash_mode_name
 from ..formats.image import SPI_MODES, WP_PIN_DISABLED
 from ..formats.signature import SIG_BLOCK_MAGIC, SIG_BLOCK_V1_SIZE, SignatureBlockV1, parse_signature_sector
 from ..formats.bootloader_desc import BOOTLOADER_DESC_SIZE
@@ -74,6 +74,8 @@ def app_desc_dict(desc) -> dict | None:
         "min_efuse_blk_rev_full": desc.min_efuse_blk_rev_full,
         "max_efuse_blk_rev_full": desc.max_efuse_blk_rev_full,
         "mmu_page_size": 1 << desc.mmu_page_size if desc.mmu_page_size else None,
+        # not printed by esptool: the flash mode the app was built for (ESP-IDF v6.1+), None when not recorded
+        "spi_flash_mode": spi_flash_mode_name(desc.spi_flash_mode) if desc.spi_flash_mode else None,
     }
 
 

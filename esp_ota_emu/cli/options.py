@@ -32,8 +32,8 @@ def device_options(func):
     @click.option("--chip", default=None, help="Chip of the device (default: detected from the bootloader).")
     @click.option("--chip-rev", default=None, help="Chip revision, e.g. 3.0 or 301 (major*100+minor).")
     @click.option("--idf-release", default=None, metavar="VERSION",
-                  help="Follow this ESP-IDF release where releases differ: v4.3.3 to v6.0.x except v4.4.0 (e.g. v5.5.2), "
-                  "or v4 (= v4.4.6), v5 (= v5.4.4, the default), newest (= v6.0.2).")
+                  help="Follow this ESP-IDF release where releases differ: v4.3.3 to v6.1 except v4.4.0 (e.g. v5.5.2; "
+                  "v6.1 as of v6.1-beta1), or v4 (= v4.4.6), v5 (= v5.4.4, the default), newest (= v6.1).")
     @click.option("--partition-table-offset", default=None, help="Partition table offset (default 0x8000).")
     @click.option("--rollback/--no-rollback", default=None,
                   help="Bootloader built with CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE.")
@@ -116,6 +116,9 @@ _HTTPS_OTA_OPTIONS = (
                  help="Root CA certificate (PEM) the server's chain must lead to, as given to the device."),
     click.option("--crt-bundle", is_flag=True, help="Verify the server against the default CA bundle."),
     click.option("--allow-http", is_flag=True, help="Allow plain http:// (CONFIG_ESP_HTTPS_OTA_ALLOW_HTTP)."),
+    click.option("--verify-spi-mode/--no-verify-spi-mode", default=True, show_default=True,
+                 help="v6.1 and newer: refuse an app built for another SPI flash mode than the running app "
+                      "(CONFIG_ESP_HTTPS_OTA_VERIFY_SPI_MODE)."),
     click.option("--skip-cert-common-name-check", is_flag=True, help="Do not check the server's host name."),
     click.option("--common-name", help="Check the server certificate against this name instead of the URL's host."),
     click.option("--client-cert", type=click.Path(exists=True, dir_okay=False),
@@ -152,8 +155,9 @@ _HTTPS_OTA_OPTIONS = (
     click.option("--bulk-flash-erase", is_flag=True, help="Erase the image's sectors up front instead of as written."),
 )
 _HTTPS_OTA_NAMES = (
-    "cert_pem", "crt_bundle", "allow_http", "tls13", "cert_expiry_check", "skip_cert_common_name_check", "common_name",
-    "client_cert", "client_key", "username", "password", "auth_type", "basic_auth", "digest_auth", "timeout_ms",
+    "cert_pem", "crt_bundle", "allow_http", "verify_spi_mode", "tls13", "cert_expiry_check",
+    "skip_cert_common_name_check", "common_name", "client_cert", "client_key", "username", "password", "auth_type",
+    "basic_auth", "digest_auth", "timeout_ms",
     "stall_limit_s", "headers", "user_agent", "buffer_size", "buffer_size_tx", "partial_http_download",
     "max_http_request_size", "bulk_flash_erase",
 )

@@ -26,10 +26,22 @@ AppDesc = Struct(
     "min_efuse_blk_rev_full" / Int16ul,
     "max_efuse_blk_rev_full" / Int16ul,
     "mmu_page_size" / Int8ul,  # log2 of the MMU page size, 0 when unset (before v5.4)
-    "spi_flash_mode" / Int8ul,  # newest ESP-IDF only; a reserved byte before
+    "spi_flash_mode" / Int8ul,  # CONFIG_ESPTOOLPY_FLASHMODE_VAL from v6.1 (SPI_FLASH_MODES); a reserved 0 before
     "reserv3" / Bytes(2),
     "reserv2" / Bytes(72),
 )
+
+
+# Where spi_flash_mode sits in the descriptor, and what its values name (0: not recorded).
+SPI_FLASH_MODE_OFFSET = sum(
+    sub.sizeof() for sub in AppDesc.subcons[: [sub.name for sub in AppDesc.subcons].index("spi_flash_mode")]
+)
+SPI_FLASH_MODES = {1: "QIO", 2: "QOUT", 3: "DIO", 4: "DOUT", 5: "OPI"}
+
+
+def spi_flash_mode_name(value: int) -> str:
+    """``3`` -> ``DIO (3)``: a descriptor's spi_flash_mode as the Kconfig choice it records."""
+    return f"{SPI_FLASH_MODES.get(value, 'unknown mode')} ({value})"
 
 
 def c_text(raw: bytes) -> str:

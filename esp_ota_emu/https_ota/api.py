@@ -55,6 +55,7 @@ def https_ota(
     resume: bool = False,
     reboot: bool = False,
     allow_http: bool = False,
+    verify_spi_mode: bool = True,
     bulk_flash_erase: bool = False,
     partial_http_download: bool = False,
     max_http_request_size: int = 0,
@@ -85,6 +86,7 @@ def https_ota(
     config = OtaConfig(
         HttpConfig(url=url, cert_pem=pem_text(cert_pem), **http_options),
         allow_http=allow_http,
+        verify_spi_mode=verify_spi_mode,
         bulk_flash_erase=bulk_flash_erase,
         partial_http_download=partial_http_download,
         max_http_request_size=max_http_request_size,

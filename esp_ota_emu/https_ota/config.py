@@ -91,6 +91,7 @@ class OtaConfig:
 
     http: HttpConfig
     allow_http: bool = False  # CONFIG_ESP_HTTPS_OTA_ALLOW_HTTP
+    verify_spi_mode: bool = True  # CONFIG_ESP_HTTPS_OTA_VERIFY_SPI_MODE (v6.1 and newer)
     bulk_flash_erase: bool = False
     partial_http_download: bool = False
     max_http_request_size: int = 0  # 0 -> 64 KiB

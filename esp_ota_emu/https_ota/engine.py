@@ -14,9 +14,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import EspError, InputError
+from ..formats.app_desc import (
+    APP_DESC_OFFSET,
+    APP_DESC_SIZE,
+    ESP_APP_DESC_MAGIC_WORD,
+    SPI_FLASH_MODE_OFFSET,
+    spi_flash_mode_name,
+)
 from ..idf_release import (
     ADD_AUTH_CHECKED,
     AUTH_RETRY_LIMIT,
+    CHIP_EVENTS_FIRST,
     CHIP_REVISION_CHECK,
     DECRYPT_CB,
     DESC_FROM_SLOT,
@@ -36,6 +44,7 @@ from ..idf_release import (
     RESUMPTION_CHECK_SPARES_PARTIAL,
     RESUMPTION_CHECKED,
     SET_BOOT_ERROR_RETURNED,
+    SPI_MODE_CHECK,
     TLS13_KCONFIG,
     VERIFY_WITH_BUNDLE,
 )
@@ -67,8 +76,7 @@ INIT, BEGIN, IN_PROGRESS, SUCCESS, RESUME = range(5)
 # before v5.1, its 401 loop; the emulator stops after this many answers in a row and says so.
 EMULATOR_REDIRECT_LIMIT = 50
 
-_APP_DESC_OFFSET = 24 + 8  # esp_image_header_t + esp_image_segment_header_t
-_APP_DESC_MAGIC = 0xABCD5432
+_SPI_FLASH_MODE_AT = APP_DESC_OFFSET + SPI_FLASH_MODE_OFFSET  # the new app's, in the first bytes of the body
 _BLOCK = 256 * 1024  # bytes handled per perform() on the fast path (see EspHttpsOta._read_block)
 
 
@@ -337,12 +345,17 @@ class EspHttpsOta:
 
     def _verify_image(self, data: bytes) -> None:
         """The checks on the first bytes before anything is written: chip id, then (from v5.5) the chip
-        revision range, each after its event."""
+        revision range, each after its event. From v6.1 (esp_ota_check_image_validity) both events come
+        first, then the chip checks and the SPI flash mode check."""
         chip = self.dev.chip
         if chip is None or chip.chip_id is None:
             raise InputError("the device's chip is not known (no bootloader found): give the chip as a setting")
         chip_id = int.from_bytes(data[12:14], "little")
+        min_rev = int.from_bytes(data[15:17], "little")
+        events_first = self.idf.has(CHIP_EVENTS_FIRST)
         self.post(ev.VERIFY_CHIP_ID, chip_id)
+        if events_first:
+            self.post(ev.VERIFY_CHIP_REVISION, min_rev)
         if chip_id != chip.chip_id:
             detail = f"; {_server_sent(data)}" if data[0] != 0xE9 else ""
             raise EspError(
@@ -352,14 +365,31 @@ class EspHttpsOta:
             )
         if not self.idf.has(CHIP_REVISION_CHECK):
             return
-        min_rev = int.from_bytes(data[15:17], "little")
-        self.post(ev.VERIFY_CHIP_REVISION, min_rev)
+        if not events_first:
+            self.post(ev.VERIFY_CHIP_REVISION, min_rev)
         problem = chip_revision_problem(
             min_rev, int.from_bytes(data[17:19], "little"), self.dev.chip_rev,
             check_max=not self.dev.disable_wafer_version_major,
         )
         if problem is not None:
             raise EspError("ESP_ERR_INVALID_VERSION", problem)
+        if self.idf.has(SPI_MODE_CHECK) and self.config.verify_spi_mode:
+            self._check_spi_flash_mode(data)
+
+    def _check_spi_flash_mode(self, data: bytes) -> None:
+        """The SPI flash mode check of esp_ota_check_image_validity: the byte where the new app's
+        descriptor keeps it (read without checking the descriptor's magic, as ESP-IDF does) against the
+        running app's; 0 in either (an app built before v6.1) passes."""
+        new = data[_SPI_FLASH_MODE_AT] if len(data) > _SPI_FLASH_MODE_AT else 0
+        running_desc = self.dev.running_app_desc()
+        running = running_desc.spi_flash_mode if running_desc is not None else 0
+        if new and running and new != running:
+            raise EspError(
+                "ESP_ERR_OTA_SPI_MODE_MISMATCH",
+                f"SPI flash mode mismatch: the running app was built for {spi_flash_mode_name(running)}, the new app "
+                f"for {spi_flash_mode_name(new)} (CONFIG_ESPTOOLPY_FLASHMODE; a device built without "
+                "CONFIG_ESP_HTTPS_OTA_VERIFY_SPI_MODE accepts it: --no-verify-spi-mode)",
+            )
 
     def _ota_write(self, data: bytes) -> bool:
         """``_ota_write``: esp_ota_write, then WRITE_FLASH with the running total (posted even on error).
@@ -495,14 +525,14 @@ class EspHttpsOta:
             raise EspError("ESP_ERR_NOT_SUPPORTED", "the image description cannot be read from an encrypted image")
         if self.state < BEGIN:
             raise EspError("ESP_ERR_INVALID_STATE", "esp_https_ota_get_img_desc: begin did not succeed")
-        if self.binary_file_len >= _APP_DESC_OFFSET + 256 and self.idf.has(DESC_FROM_SLOT):
+        if self.binary_file_len >= APP_DESC_OFFSET + APP_DESC_SIZE and self.idf.has(DESC_FROM_SLOT):
             # a resumed OTA: the description is already in the slot, and the body continues past it
             assert self.staging is not None
-            desc = self.dev.io.read(self.staging, _APP_DESC_OFFSET, 256)
+            desc = self.dev.io.read(self.staging, APP_DESC_OFFSET, APP_DESC_SIZE)
         else:
             self.buffer = self._read_header()
-            desc = self.buffer[_APP_DESC_OFFSET : _APP_DESC_OFFSET + 256]
-        if self.idf.has(HEADER_1024) and int.from_bytes(desc[:4], "little") != _APP_DESC_MAGIC:
+            desc = self.buffer[APP_DESC_OFFSET : APP_DESC_OFFSET + APP_DESC_SIZE]
+        if self.idf.has(HEADER_1024) and int.from_bytes(desc[:4], "little") != ESP_APP_DESC_MAGIC_WORD:
             raise EspError("ESP_FAIL", "incorrect app descriptor magic")
         return desc
 
