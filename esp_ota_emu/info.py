@@ -12,7 +12,7 @@ from typing import Any
 from .device import Device
 from .errors import EspError, InputError
 from .flash import SECTOR_SIZE, format_size, qemu_size_warning
-from .formats.app_desc import c_text
+from .formats.app_desc import c_text, spi_flash_mode_name
 from .formats.otadata import state_name
 from .image import parse_image
 from .otadata import OtaData
@@ -34,7 +34,8 @@ def find_partition_tables(dev: Device, limit: int = 4) -> list[int]:
 
 # Keys every ``apps`` entry carries (None where the image has no such field), so tools can rely on them.
 APP_KEYS = dict.fromkeys(
-    ("valid", "checksum_ok", "sha256_ok", "version", "project_name", "secure_version", "idf_ver", "chip")
+    ("valid", "checksum_ok", "sha256_ok", "version", "project_name", "secure_version", "idf_ver", "spi_flash_mode",
+     "chip")
 )
 
 
@@ -57,6 +58,7 @@ def _image_summary(view: memoryview, offset: int, size: int) -> dict[str, Any]:
             project_name=c_text(d.project_name),
             secure_version=d.secure_version,
             idf_ver=c_text(d.idf_ver),
+            spi_flash_mode=spi_flash_mode_name(d.spi_flash_mode) if d.spi_flash_mode else None,
         )
     if image.bootloader_desc is not None:
         out.update(version=image.bootloader_desc.version, idf_ver=c_text(image.bootloader_desc.idf_ver))

@@ -252,6 +252,9 @@ def test_cli_spi_flash_mode_mismatch(flash, app, tmp_path):
     assert accepted.exit_code == 0, accepted.output
     info = json.loads(CliRunner().invoke(cli, ["image-info", str(running_app), "--json"]).output)
     assert info["app_desc"]["spi_flash_mode"] == "DOUT (4)"
+    apps = {a["partition"]: a for a in json.loads(CliRunner().invoke(cli, ["info", str(flash), "--json"]).output)["apps"]}
+    assert apps["app0"]["spi_flash_mode"] == "DOUT (4)" and apps["app1"]["spi_flash_mode"] is None
+    assert "secure_version 0, spi_flash_mode DOUT (4)" in CliRunner().invoke(cli, ["info", str(flash)]).output
 
 
 @pytest.mark.parametrize("idf_release", ["v5.4.4", "v5.5"])

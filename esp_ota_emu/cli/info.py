@@ -42,7 +42,8 @@ def render(r: dict) -> list[str]:
             lines.append(f"{head}: erased")
             continue
         desc = ", ".join(
-            f"{k} {a[k]}" for k in ("project_name", "version", "idf_ver", "secure_version") if a.get(k) not in (None, "")
+            f"{k} {a[k]}" for k in ("project_name", "version", "idf_ver", "secure_version", "spi_flash_mode")
+            if a.get(k) not in (None, "")
         )
         state = "valid" if a["valid"] else f"INVALID: {a.get('error')}"
         fill = f", {a['image_len']} bytes ({a['fill']}% of the slot)" if "fill" in a else ""
