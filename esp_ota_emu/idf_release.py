@@ -84,6 +84,11 @@ SEQUENTIAL_ERASE_FIX = Change(
     ("4.4.7", "5.0.6", "5.1.3", "5.2"),
 )
 OTA_RESUME = Change("esp_ota_resume() exists", ("5.3.3", "5.4.2", "5.5"))
+BEGIN_REGISTERS_FIRST = Change(
+    "esp_ota_begin registers the OTA before it erases, so a failed erase (an image longer than the slot with "
+    "bulk erase) leaves it registered until a reset; from v6.1 that refuses every later esp_ota_begin of the slot",
+    ("5.3.3", "5.4.2", "5.5"),
+)
 BEGIN_INVALIDATES_INACTIVE_OTADATA = Change(
     "esp_ota_begin erases the inactive otadata sector when the bootloader has rollback", ("5.5",)
 )

@@ -14,6 +14,7 @@ from .errors import EspError
 from .flash import SECTOR_SIZE
 from .idf_release import (
     BEGIN_INVALIDATES_INACTIVE_OTADATA,
+    BEGIN_REGISTERS_FIRST,
     OTA_ALREADY_IN_PROGRESS,
     OTA_RESUME,
     REWRITE_KEEPS_SELECTED_SLOT,
@@ -103,7 +104,8 @@ class OtaOps:
         if self.dev.idf.has(OTA_ALREADY_IN_PROGRESS) and any(h.partition == partition for h in self._handles.values()):
             raise EspError(
                 "ESP_ERR_OTA_ALREADY_IN_PROGRESS",
-                f"an OTA of partition '{partition.label}' is already in progress (end or abort its handle first)",
+                f"an OTA of partition '{partition.label}' is already in progress: end or abort its handle, or reset "
+                "(an esp_ota_begin whose erase failed stays registered too)",
             )
 
     def _handle(self, handle: int) -> OtaHandle:
@@ -178,6 +180,8 @@ class OtaOps:
         self._check_partition_conflict(partition)
         self._last_handle += 1
         h = OtaHandle(self._last_handle, partition, need_erase=image_size == OTA_WITH_SEQUENTIAL_WRITES)
+        if self.dev.idf.has(BEGIN_REGISTERS_FIRST):
+            self._handles[h.handle] = h  # esp_ota_init_entry: a failed erase below leaves it registered
         if image_size != OTA_WITH_SEQUENTIAL_WRITES:
             if image_size in (0, OTA_SIZE_UNKNOWN):
                 erase = partition.size

@@ -327,6 +327,28 @@ def test_image_larger_than_slot(flash, app):
         assert outside(after, (SLOT, SLOT_SIZE)) == outside(before, (SLOT, SLOT_SIZE))
 
 
+@pytest.mark.parametrize("idf_release", ["v6.0.2", "v6.1"])
+def test_retry_after_a_failed_bulk_erase(flash, app, idf_release):
+    """An app that retries esp_https_ota without a reset: the first try announced an image longer than
+    the slot, so esp_ota_begin's bulk erase failed and left its OTA registered. v6.1 then refuses the
+    slot (ESP_ERR_OTA_ALREADY_IN_PROGRESS) until the device resets; v6.0.x retries fine."""
+    big = app + b"\x00" * (SLOT_SIZE - len(app) + 8192)
+    with serve_files({"big.bin": big, "app.bin": app}) as srv, Device.open(flash, idf_release=idf_release) as dev:
+        def ota(name):
+            try:
+                return api.https_ota(dev, srv.url(name), cert_pem=srv.tls.ca_pem, bulk_flash_erase=True)
+            except EspError as err:
+                return err
+        assert ota("big.bin").esp_err == "ESP_ERR_INVALID_SIZE"
+        retry = ota("app.bin")
+        if idf_release == "v6.1":
+            assert isinstance(retry, EspError) and retry.esp_err == "ESP_ERR_OTA_ALREADY_IN_PROGRESS"
+            dev.boot()
+            retry = ota("app.bin")
+        assert not isinstance(retry, EspError), retry
+        assert retry.boot_partition_updated
+
+
 def test_dropped_connection_aborts(flash, app):
     before = flash.read_bytes()
     with serve_files({"app.bin": app}, faults=Faults(drop_after=100_000)) as srv:

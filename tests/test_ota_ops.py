@@ -231,3 +231,22 @@ def test_second_begin_on_a_partition_in_progress(dev_factory, release, refused):
     dev.ota.begin(ota_0, OTA_WITH_SEQUENTIAL_WRITES)
     dev.boot()  # a reset forgets the unfinished OTA
     dev.ota.abort(dev.ota.begin(ota_0, OTA_WITH_SEQUENTIAL_WRITES))
+
+
+@pytest.mark.parametrize("release,leaks", [("v5.3.2", False), ("v5.3.3", True), ("v6.0.2", True), ("v6.1", True)])
+def test_failed_erase_in_begin_leaves_the_ota_registered(dev_factory, release, leaks):
+    """From v5.3.3 esp_ota_begin registers the OTA (esp_ota_init_entry) before the erase, and an erase
+    that fails (a size past the slot) returns without unregistering it. Nothing shows until v6.1, whose
+    conflict check then refuses the slot until a reset."""
+    dev = dev_factory(release)
+    ota_0 = dev.partitions.find("ota_0")
+    with pytest.raises(EspError) as err:
+        dev.ota.begin(ota_0, 0x20001)
+    assert err.value.esp_err == "ESP_ERR_INVALID_SIZE"
+    assert len(dev.ota._handles) == (1 if leaks else 0)
+    if release == "v6.1":
+        with pytest.raises(EspError) as err:
+            dev.ota.begin(ota_0, OTA_WITH_SEQUENTIAL_WRITES)
+        assert err.value.esp_err == "ESP_ERR_OTA_ALREADY_IN_PROGRESS" and "reset" in err.value.message
+        dev.boot()
+    dev.ota.abort(dev.ota.begin(ota_0, OTA_WITH_SEQUENTIAL_WRITES))
