@@ -238,6 +238,21 @@ HEAD_FALLBACK = Change(
     "length is an error (before: ESP_FAIL; without a length the whole body came in one GET)",
     ("6.0",),
 )
+PERFORM_REDIRECT_CHECKED = Change(
+    "esp_http_client_perform (the partial download's HEAD) stops at a redirect it cannot follow (no Location, or "
+    "one http_parser cannot parse, such as a relative path without a leading /); in v5.0.1 through "
+    "ESP_ERROR_CHECK, so the device aborts and resets (before: it asked the same URL again until "
+    "ESP_ERR_HTTP_MAX_REDIRECT)",
+    ("5.0.1",),
+)
+PERFORM_REDIRECT_ESP_FAIL = Change(
+    "esp_http_client_perform returns ESP_FAIL at a redirect it cannot follow (v5.0.1 aborted)", ("5.0.2",)
+)
+PERFORM_REDIRECT_ERROR_RETURNED = Change(
+    "esp_http_client_perform returns esp_http_client_set_redirection's own error at a redirect it cannot follow "
+    "(ESP_ERR_INVALID_ARG, ESP_ERR_HTTP_REDIRECT_DOWNGRADE; before: ESP_FAIL)",
+    ("5.5.5", "6.1"),
+)
 REDIRECT_DOWNGRADE_REFUSED = Change(
     "an https:// origin may only redirect to an https:// Location, even a relative one is refused "
     "(ESP_ERR_HTTP_REDIRECT_DOWNGRADE)",

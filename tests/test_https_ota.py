@@ -790,6 +790,43 @@ def test_redirect_of_an_https_origin_per_release(flash, app, idf_release, refuse
         assert result.boot_partition_updated and statuses == [302, 200]
 
 
+@pytest.mark.parametrize("idf_release,esp_err,requests", [
+    ("v4.4.7", "ESP_ERR_HTTP_MAX_REDIRECT", 11),  # asks the same URL again, counting each as a redirect
+    ("v5.0", "ESP_ERR_HTTP_MAX_REDIRECT", 11),
+    ("v5.0.1", "ESP_ERR_INVALID_ARG", 1),  # ESP_ERROR_CHECK: the device aborts
+    ("v5.0.2", "ESP_FAIL", 1),
+    ("v6.0.2", "ESP_FAIL", 1),
+    ("v6.1", "ESP_ERR_INVALID_ARG", 1),  # set_redirection's own error
+])
+def test_redirect_without_location_in_the_head_request(flash, app, idf_release, esp_err, requests):
+    """A 302 without Location answers the partial download's HEAD, which esp_http_client_perform sends:
+    what esp_http_check_response makes of set_redirection's ESP_ERR_INVALID_ARG changed four times.
+    (esp_https_ota_begin through the advanced API: v4.4's one-shot esp_https_ota() has no partial download.)"""
+    before = flash.read_bytes()
+    with serve_files({"app.bin": app}, faults=Faults(redirects=1, redirect_location="")) as srv, \
+            Device.open(flash, idf_release=idf_release) as dev:
+        ota = EspHttpsOta(dev, OtaConfig(HttpConfig(srv.url("app.bin"), cert_pem=srv.tls.ca_pem.read_text()),
+                                         partial_http_download=True))
+        with pytest.raises(EspError) as err:
+            ota.begin()
+        heads = [(r.method, r.path, r.status) for r in srv.requests]
+    assert err.value.esp_err == esp_err
+    assert heads == [("HEAD", "/app.bin", 302)] * requests
+    assert ("aborts here and resets" in err.value.message) == (idf_release == "v5.0.1")
+    assert flash.read_bytes() == before
+
+
+def test_unparsable_location_per_path(flash, app):
+    """A relative Location without its leading / fails http_parser_parse_url in set_redirection: the
+    GET of esp_https_ota's own loop passes that error on in every release, the HEAD's perform (v6.0.x)
+    turns it into ESP_FAIL."""
+    with serve_files({"app.bin": app}, faults=Faults(redirects=1, redirect_location="app.bin")) as srv:
+        get, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="v6.0.2")
+        head, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="v6.0.2", partial_http_download=True)
+    assert get.esp_err == "ESP_ERR_INVALID_ARG" and "'app.bin'" in get.message
+    assert head.esp_err == "ESP_FAIL" and "'app.bin'" in head.message
+
+
 def test_endless_redirects_stop(flash, app):
     with serve_files({"app.bin": app}, faults=Faults(redirects=10_000, redirect_host="localhost")) as srv:
         err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="newest")

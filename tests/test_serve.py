@@ -79,6 +79,11 @@ def test_faults():
         faults.redirects = 3
         r = httpx.get(srv.url("app.bin"), verify=_trust(srv.tls.ca_pem), follow_redirects=True)
         assert r.content == DATA and [h.status_code for h in r.history] == [302, 302, 302]
+        for sent in ("", "app.bin"):
+            faults.redirect_location = sent
+            r = _get(srv)
+            assert r.status_code == 302 and r.headers.get("Location", "") == sent
+        faults.redirect_location = None
         faults.redirects, faults.status = 0, 503
         assert _get(srv).status_code == 503
         faults.status, faults.content_length_delta = None, 100
@@ -127,7 +132,7 @@ def test_serve_command(tmp_path):
     exe = Path(sys.executable).with_name("esp-ota-emu")
     proc = subprocess.Popen(
         [str(exe), "serve", "--port", "0", "--tls-dir", str(tmp_path / "certs"), "--auth", "u:p",
-         "--content-range", "", str(tmp_path / "app.bin")],
+         "--content-range", "", "--redirects", "1", "--redirect-location", "", str(tmp_path / "app.bin")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -136,8 +141,11 @@ def test_serve_command(tmp_path):
         ca = ca_line.rsplit(": ", 1)[1].strip()
         assert Path(ca) == (tmp_path / "certs" / "ca.pem").resolve() and url.endswith("/app.bin")
         assert httpx.get(url, verify=_trust(ca)).status_code == 401
-        assert httpx.get(url, verify=_trust(ca), auth=("u", "p")).content == DATA
-        ranged = httpx.get(url, verify=_trust(ca), auth=("u", "p"), headers={"Range": "bytes=0-9"})
+        moved = httpx.get(url, verify=_trust(ca), auth=("u", "p"))
+        assert moved.status_code == 302 and "Location" not in moved.headers
+        last_hop = url.replace("/app.bin", "/_redirect/0/app.bin")  # the path of the hop that serves the file
+        assert httpx.get(last_hop, verify=_trust(ca), auth=("u", "p")).content == DATA
+        ranged = httpx.get(last_hop, verify=_trust(ca), auth=("u", "p"), headers={"Range": "bytes=0-9"})
         assert ranged.status_code == 206 and "Content-Range" not in ranged.headers
     finally:
         os.kill(proc.pid, signal.SIGINT)

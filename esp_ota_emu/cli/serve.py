@@ -37,6 +37,7 @@ from .main import cli
 @click.option("--redirects", type=int, default=0, help="Fault: redirect this many times before serving.")
 @click.option("--redirect-status", type=click.Choice(["301", "302", "303", "307", "308"]), default="302")
 @click.option("--redirect-host", help="Fault: redirect to this host name (absolute Location, same port).")
+@click.option("--redirect-location", help="Fault: send this Location on redirects instead ('' sends none).")
 @click.option("--status", type=int, help="Fault: answer every request with this HTTP status.")
 @click.option("--no-head", is_flag=True, help="Fault: answer HEAD with 405.")
 @click.option("--content-range", help="Fault: send this Content-Range on 206 answers ('' sends none).")
@@ -44,8 +45,8 @@ from .main import cli
               help="Fault: answer 400 to a GET or HEAD carrying Content-Length, as some AWS load balancers do.")
 def serve_cmd(paths, host, port, tls_dir, cert, key, no_tls, tls13_only, client_ca, auth, auth_scheme, drop_after,
               ignore_range, range_not_satisfiable, content_length_delta, chunked, stall_after, stall_seconds,
-              delay_headers, redirects, redirect_status, redirect_host, status, no_head, content_range,
-              reject_content_length):
+              delay_headers, redirects, redirect_status, redirect_host, redirect_location, status, no_head,
+              content_range, reject_content_length):
     """Serve PATHS (files, or folders of files) over HTTPS with HEAD and Range, until Ctrl-C."""
     if no_tls:
         tls = None
@@ -66,7 +67,8 @@ def serve_cmd(paths, host, port, tls_dir, cert, key, no_tls, tls13_only, client_
         drop_after=drop_after, ignore_range=ignore_range, range_not_satisfiable=range_not_satisfiable,
         content_length_delta=content_length_delta, chunked=chunked, stall_after=stall_after,
         stall_seconds=stall_seconds, delay_headers=delay_headers, redirects=redirects,
-        redirect_status=int(redirect_status), redirect_host=redirect_host, status=status, no_head=no_head,
+        redirect_status=int(redirect_status), redirect_host=redirect_host, redirect_location=redirect_location,
+        status=status, no_head=no_head,
         content_range=content_range, reject_content_length=reject_content_length,
     )
     files = files_from_paths(list(paths))

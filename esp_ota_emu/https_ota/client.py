@@ -43,6 +43,9 @@ from ..idf_release import (
     HEADERS_TIMEOUT_EAGAIN,
     IP_SAN_VERIFIED,
     IPV6_HOST_BRACKETS,
+    PERFORM_REDIRECT_CHECKED,
+    PERFORM_REDIRECT_ERROR_RETURNED,
+    PERFORM_REDIRECT_ESP_FAIL,
     REDIRECT_DOWNGRADE_REFUSED,
     IdfRelease,
 )
@@ -711,7 +714,7 @@ class HttpClient:
                     f"gave up after {self.redirect_counter} redirects/authorization retries",
                 )
             elif self.status_code in REDIRECT_STATUSES:
-                self.set_redirection()
+                self._perform_redirection()
                 again = True
             elif self.status_code == 401:
                 failed = self.add_auth()
@@ -721,6 +724,21 @@ class HttpClient:
             self.discard_body()
             if not again:
                 return
+
+    def _perform_redirection(self) -> None:
+        """``esp_http_check_response``'s redirect: set_redirection, and what each release makes of its error."""
+        try:
+            self.set_redirection()
+        except EspError as err:
+            idf = self.idf
+            if idf.has(PERFORM_REDIRECT_ERROR_RETURNED):
+                raise
+            if idf.has(PERFORM_REDIRECT_ESP_FAIL):
+                raise EspError("ESP_FAIL", f"{err.message} (esp_http_client_perform returns ESP_FAIL)") from None
+            if idf.has(PERFORM_REDIRECT_CHECKED):
+                raise EspError(err.esp_err, f"{err.message}: ESP-IDF {idf} checks it with ESP_ERROR_CHECK, so the "
+                                            "device aborts here and resets") from None
+            self.redirect_counter += 1  # ignored: the same URL again, counted as a redirect
 
     @property
     def is_persistent_connection(self) -> bool:

@@ -48,6 +48,7 @@ class Faults:
     redirects: int = 0  # answer this many redirects before serving the file
     redirect_status: int = 302
     redirect_host: str | None = None  # send absolute Locations naming this host (same port) instead of paths
+    redirect_location: str | None = None  # send this Location on redirects instead of the next hop ("": none)
     status: int | None = None  # answer GET and HEAD with this status and a small HTML page
     no_head: bool = False  # answer HEAD with 405
     content_encoding: str | None = None  # send this Content-Encoding header (the body is served as stored)
@@ -211,7 +212,9 @@ class _Handler(BaseHTTPRequestHandler):
             if faults.redirect_host:
                 scheme = "https" if owner.tls is not None else "http"
                 location = f"{scheme}://{faults.redirect_host}:{owner.port}{location}"
-            return self._simple(faults.redirect_status, head, {"Location": location})
+            if faults.redirect_location is not None:
+                location = faults.redirect_location
+            return self._simple(faults.redirect_status, head, {"Location": location} if location else {})
         content = owner.files.get(path.lstrip("/"))
         if content is None:
             return self._simple(404, head)
