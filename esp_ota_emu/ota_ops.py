@@ -180,7 +180,8 @@ class OtaOps:
         self._check_partition_conflict(partition)
         self._last_handle += 1
         h = OtaHandle(self._last_handle, partition, need_erase=image_size == OTA_WITH_SEQUENTIAL_WRITES)
-        if self.dev.idf.has(BEGIN_REGISTERS_FIRST):
+        registers_first = self.dev.idf.has(BEGIN_REGISTERS_FIRST)
+        if registers_first:
             self._handles[h.handle] = h  # esp_ota_init_entry: a failed erase below leaves it registered
         if image_size != OTA_WITH_SEQUENTIAL_WRITES:
             if image_size in (0, OTA_SIZE_UNKNOWN):
@@ -194,7 +195,8 @@ class OtaOps:
                     f"(0x{partition.size:x} bytes)",
                 )
             self.dev.io.erase_range(partition, 0, erase)
-        self._handles[h.handle] = h
+        if not registers_first:
+            self._handles[h.handle] = h
         if self.dev.idf.has(BEGIN_INVALIDATES_INACTIVE_OTADATA) and self.dev.settings.rollback:
             self._erase_last_boot(skip_app_erase=True, quiet=True)
         return h.handle

@@ -6,10 +6,12 @@ exactly the bytes a programmed device holds.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from esp_ota_emu.flash import SECTOR_SIZE, Flash
 from esp_ota_emu.formats.otadata import build_entry
+from esp_ota_emu.image import parse_image
 from esp_ota_emu.partitions import PartitionTable
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,3 +77,12 @@ def write_otadata(flash: Flash, offset: int, e0: bytes | None, e1: bytes | None)
 
 def entry(seq: int, state: int = 0xFFFFFFFF, crc: int | None = None) -> bytes:
     return build_entry(seq, state, crc=crc)
+
+
+def rehash(data: bytearray) -> None:
+    """Recompute the appended SHA-256 (if the image has one) after an edit, as esptool does when it
+    patches a header."""
+    image = parse_image(bytes(data), layout="esp32")
+    if image.hash_appended:
+        end = image.checksum_offset + 1
+        data[end : end + 32] = hashlib.sha256(bytes(data[:end])).digest()

@@ -30,7 +30,7 @@ from esp_ota_emu.https_ota.config import HttpConfig, OtaConfig
 from esp_ota_emu.https_ota.client import request_writes
 from esp_ota_emu.https_ota.engine import EspHttpsOta
 from esp_ota_emu.testserver import Faults, serve_files
-from helpers_flash import real_app
+from helpers_flash import real_app, rehash
 
 SLOT, SLOT_SIZE = 0x150000, 0x140000
 OTADATA = 0xE000
@@ -191,13 +191,10 @@ def with_spi_flash_mode(image: bytes, mode: int) -> bytes:
     1.0.6's app starts with a padding segment instead of a description; esp_https_ota reads the byte
     at the same place all the same.)"""
     at = APP_DESC_OFFSET + SPI_FLASH_MODE_OFFSET
-    parsed = parse_image(image)
     data = bytearray(image)
-    data[parsed.checksum_offset] ^= data[at] ^ mode  # the byte is segment data: the XOR checksum covers it
+    data[parse_image(image).checksum_offset] ^= data[at] ^ mode  # segment data: the XOR checksum covers it
     data[at] = mode
-    if parsed.hash_appended:
-        end = parsed.checksum_offset + 1
-        data[end : end + 32] = hashlib.sha256(data[:end]).digest()
+    rehash(data)
     assert parse_image(bytes(data)).checksum_ok
     return bytes(data)
 

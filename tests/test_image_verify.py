@@ -6,7 +6,6 @@ Real images are damaged one field at a time; expected checksums come from esptoo
 
 from __future__ import annotations
 
-import hashlib
 import struct
 
 import pytest
@@ -15,6 +14,7 @@ from esptool.bin_image import LoadFirmwareImage
 from esp_ota_emu.errors import EspError
 from esp_ota_emu.image import parse_image, verify_image
 from esp_ota_emu.image.verify import SBV2_SIGNATURE_LEN
+from helpers_flash import rehash
 
 ESP32_APP = "esp-serial-flasher/hello-world_2025-08/ESP32/hello_world.bin"
 C3_APP = "esp-serial-flasher/hello-world_2025-08/ESP32_C3/hello_world.bin"
@@ -26,13 +26,6 @@ PART = 0x100000
 
 def load(realdata, rel) -> bytearray:
     return bytearray((realdata / rel).read_bytes())
-
-
-def rehash(data: bytearray) -> None:
-    """Recompute the appended SHA-256 after an edit (as esptool does when it patches a header)."""
-    image = parse_image(bytes(data), layout="esp32")
-    end = image.checksum_offset + 1
-    data[end : end + 32] = hashlib.sha256(bytes(data[:end])).digest()
 
 
 def in_flash(image: bytes, offset: int = 0x10000, size: int = 0x400000) -> bytearray:
