@@ -21,7 +21,7 @@ from .flash import SECTOR_SIZE
 from .formats.app_desc import c_text
 from .formats.otadata import SEQ_BLANK, OtaState
 from .otadata import OtaData, OtaEntry, select_otadata
-from .partitions import Partition
+from .partitions import Partition, PartitionTable, PartitionTableInvalid
 
 if TYPE_CHECKING:
     from .device import Device
@@ -118,6 +118,7 @@ class Bootloader:
         self.hold_factory_reset_pin = hold_factory_reset_pin
         self.hold_test_pin = hold_test_pin
         self.result = BootResult(None)
+        self.table: PartitionTable | None = None
         self.ota_has_initial_contents = False
         self.factory: Partition | None = None
         self.test: Partition | None = None
@@ -175,7 +176,15 @@ class Bootloader:
 
     # -- the bootloader -------------------------------------------------------------------------
     def run(self) -> BootResult:
-        table = self.dev.partitions
+        if not self._rom_loads_bootloader():
+            return self.result
+        try:
+            table = self.dev.read_partition_table()
+        except PartitionTableInvalid as err:
+            self._log(f"Failed to verify partition table ({err.esp_err}: {err}): load partition table error, the "
+                      "bootloader resets")
+            return self.result
+        self.table = table
         self._log(
             f"partition table at 0x{self.dev.settings.partition_table_offset:x}: "
             f"{len(table.entries)} entries, MD5 {table.md5}"
@@ -187,6 +196,17 @@ class Bootloader:
             return self.result
         self._load_boot_image(index)
         return self.result
+
+    def _rom_loads_bootloader(self) -> bool:
+        """The ROM loads the 2nd-stage bootloader from the chip's bootloader offset, which then checks its
+        own header: an image esp_image_verify refuses as a bootloader (magic, segments, checksum, chip)
+        never gets to boot an app. The ROM's Secure Boot check of the bootloader is not modelled."""
+        result = self.dev.verify_bootloader()
+        if result is not None and not result.ok:
+            self._log(f"2nd-stage bootloader at 0x{self.dev.bootloader_region().offset:x} is invalid "
+                      f"({result.reason}): the chip resets and tries again, no app runs")
+            return False
+        return True
 
     def _load_partition_table(self, table) -> None:
         """bootloader_utility_load_partition_table(): later entries of a kind replace earlier ones."""
@@ -229,7 +249,7 @@ class Bootloader:
     def _erase_data_partitions(self) -> None:
         """bootloader_common_erase_part_type_data(): listed data partitions (and otadata), in table order."""
         wanted = set(labels(self.profile.factory_reset_data))
-        for p in self.dev.partitions.entries:
+        for p in self.table.entries:
             if p.type != 0x01:
                 continue
             if (self.profile.factory_reset_otadata and p.subtype == 0x00) or p.label in wanted:

@@ -20,7 +20,7 @@ from .chips import CHIPS, Chip, chip_by_name
 from .efuse import SUPPORTED_CHIPS, Efuses
 from .errors import EspError, InputError
 from .esp_partition import PartitionIO
-from .flash import Flash
+from .flash import SECTOR_SIZE, Flash
 from .formats.app_desc import APP_DESC_OFFSET, APP_DESC_SIZE
 from .idf_release import DEFAULT as DEFAULT_RELEASE
 from .idf_release import IdfRelease, parse_release
@@ -253,18 +253,22 @@ class Device:
 
     @property
     def partitions(self) -> PartitionTable:
-        """The partition table, read the way the bootloader reads it (MD5 optional)."""
+        """The partition table the running app knows: read from flash once per boot, as esp_partition
+        loads it into RAM (an OTA of the table changes what the next boot reads, not this)."""
         if self._partitions is None:
-            off = self.settings.partition_table_offset
-            if off + 0xC00 > self.flash.size:
-                raise InputError(f"the flash ({self.flash.size} bytes) ends before a partition table at 0x{off:x}")
-            raw = self.flash.read(off, 0xC00)
-            if self.io.crypt is not None:  # the bootloader reads the table through the cache: decrypted
-                raw = self.io.crypt.decrypt(off, raw)
-            self._partitions = PartitionTable.from_binary(
-                raw, reader="bootloader", chip_size=self.flash.size, offset=off
-            )
+            self._partitions = self.read_partition_table()
         return self._partitions
+
+    def read_partition_table(self) -> PartitionTable:
+        """The partition table on flash now, read the way the bootloader reads it (MD5 optional);
+        raises PartitionTableInvalid when esp_partition_table_verify() refuses it."""
+        off = self.settings.partition_table_offset
+        if off + 0xC00 > self.flash.size:
+            raise InputError(f"the flash ({self.flash.size} bytes) ends before a partition table at 0x{off:x}")
+        raw = self.flash.read(off, 0xC00)
+        if self.io.crypt is not None:  # the bootloader reads the table through the cache: decrypted
+            raw = self.io.crypt.decrypt(off, raw)
+        return PartitionTable.from_binary(raw, reader="bootloader", chip_size=self.flash.size, offset=off)
 
     @property
     def flash_encryption_enabled(self) -> bool:
@@ -363,27 +367,62 @@ class Device:
         offset = self._chip.bootloader_offset
         return Partition("bootloader", 0x02, 0x00, offset, self.settings.partition_table_offset - offset, 0x1)
 
+    def partition_table_region(self) -> Partition:
+        """The primary partition table as a partition (ESP-IDF v5.5's ``partition_table`` type): the
+        ESP_PARTITION_TABLE_SIZE (4 KiB) sector at the table offset."""
+        return Partition("partition_table", 0x03, 0x00, self.settings.partition_table_offset, SECTOR_SIZE, 0x1)
+
+    def find_partition(self, name: str) -> Partition:
+        """The partition an app hands esp_https_ota as ``partition.staging`` or ``partition.final``: the
+        table's partition of that label; else ``bootloader`` or ``partition_table``: the table's primary
+        entry of that type, or, without one, the region registered with esp_partition_register_external
+        as ESP-IDF's partitions_ota example does."""
+        table = self.partitions
+        found = table.find(name)
+        if found is not None:
+            return found
+        regions = {"bootloader": (0x02, self.bootloader_region), "partition_table": (0x03, self.partition_table_region)}
+        if name in regions:
+            ptype, region = regions[name]
+            entry = table.find_first(ptype, 0x00)
+            if entry is not None:
+                return entry
+            registered = region()
+            if registered is None:
+                raise InputError("the device's chip is not known (no bootloader found): give the chip as a setting")
+            overlap = next((p for p in table.entries if p.offset < registered.end and registered.offset < p.end), None)
+            if overlap is not None:  # esp_partition_register_external refuses an overlap
+                raise InputError(f"cannot register the {name} region 0x{registered.offset:x}+0x{registered.size:x}: "
+                                 f"it overlaps partition '{overlap.label}' (ESP_ERR_INVALID_ARG)")
+            return registered
+        labels = ", ".join(p.label for p in table.entries)
+        raise InputError(f"no partition '{name}' (the table has {labels}; or name bootloader / partition_table)")
+
     # -- images ---------------------------------------------------------------------------------
-    def verify_partition(self, p: Partition, *, load: bool = False, validate: bool = True) -> VerifyResult:
+    def verify_partition(
+        self, p: Partition, *, load: bool = False, validate: bool = True, as_bootloader: bool = False
+    ) -> VerifyResult:
         """esp_image_verify() of the image in an app partition, read as the chip reads it (decrypted
         when flash encryption is on), with the signature check the device's security settings ask for.
 
         ``load``: as the bootloader loads it (ESP_IMAGE_LOAD; the bootloader's signature rule);
         otherwise as the app checks an update (esp_ota_end / esp_ota_set_boot_partition: the
         signed-on-update rule). ``validate=False``: ESP_IMAGE_LOAD_NO_VALIDATE, which only walks the
-        segment headers (checksum, hash, signature and chip are not checked).
+        segment headers (checksum, hash, signature and chip are not checked). ``as_bootloader``: the
+        image is a 2nd-stage bootloader (esp_image_bootloader_offset_set names ``p``'s address).
 
         The result is remembered until the flash or the device's settings or running app change, so
         that esp_ota_end followed by esp_ota_set_boot_partition costs one pass over the image.
         """
-        key = (p.offset, p.size, load, validate, self.flash.generation, self.state.running, repr(self.settings))
+        key = (p.offset, p.size, load, validate, as_bootloader, self.flash.generation, self.state.running,
+               repr(self.settings))
         if self._verified is not None and self._verified[0] == key:
             return self._verified[1]
-        result = self._verify_partition(p, load=load, validate=validate)
+        result = self._verify_partition(p, load=load, validate=validate, as_bootloader=as_bootloader)
         self._verified = (key, result)
         return result
 
-    def _verify_partition(self, p: Partition, *, load: bool, validate: bool) -> VerifyResult:
+    def _verify_partition(self, p: Partition, *, load: bool, validate: bool, as_bootloader: bool) -> VerifyResult:
         if p.end > self.flash.size:
             return VerifyResult("ESP_ERR_INVALID_ARG", f"partition '{p.label}' ends past the end of the flash", None, 0)
         view, base = self.plain_image_region(p)
@@ -397,12 +436,22 @@ class Device:
             return VerifyResult("ESP_OK", "segment headers readable (not validated)", image, image.image_len)
         check = signature_check(self, load=load)
         return verify_image(
-            view, base, p.size, chip=self._chip, chip_rev=self.chip_rev, load=load,
+            view, base, p.size, chip=self._chip, chip_rev=self.chip_rev, load=load, is_bootloader=as_bootloader,
             disable_wafer_version_major=self.disable_wafer_version_major,
             # signed apps without Secure Boot use the V2 signature sector scheme
             secure_boot=(self.settings.secure_boot or "v2") if check is not None else None,
             signature_check=check, sha256=sha256,
         )
+
+    def verify_bootloader(self) -> VerifyResult | None:
+        """esp_image_verify of the 2nd-stage bootloader in flash (read as the chip reads it), without
+        signatures; None when the chip, and so the bootloader's offset, is not known."""
+        region = self.bootloader_region()
+        if region is None:
+            return None
+        view, base = self.plain_image_region(region)
+        return verify_image(view, base, region.size, chip=self._chip, chip_rev=self.chip_rev, is_bootloader=True,
+                            disable_wafer_version_major=self.disable_wafer_version_major)
 
     def plain_image_region(self, p: Partition) -> tuple[memoryview, int]:
         """``(buffer, offset)`` of the app image in ``p`` as the CPU sees it: the flash itself, or with
@@ -463,7 +512,10 @@ class Device:
             hold_factory_reset_pin=hold_factory_reset_pin,
             hold_test_pin=hold_test_pin,
         ).run()
+        if self.settings.chip is None and self._chip is not None:
+            self.settings.chip = self._chip.name  # the chip stays what it is if its bootloader is rewritten
         self._ota = None  # a reset loses every OTA in progress (its handles live in RAM)
+        self._partitions = None  # and the table the app had loaded: the booted app reads it anew
         self.state.running = result.booted.label if result.booted else None
         self.state.boots += 1
         self.save()

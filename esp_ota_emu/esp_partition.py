@@ -13,6 +13,8 @@ from .errors import EspError
 from .flash import SECTOR_SIZE, Flash
 from .partitions import Partition
 
+_COPY_PIECE = 0x10000  # one MMU page
+
 
 class FlashCrypt(Protocol):
     """What the flash-encryption engine offers: en/decrypt bytes stored at a flash address."""
@@ -23,8 +25,9 @@ class FlashCrypt(Protocol):
 
 
 def forced_encrypted(p: Partition) -> bool:
-    """With flash encryption on, ESP-IDF treats app, otadata and nvs_keys partitions as encrypted."""
-    return p.is_app or (p.type == 0x01 and p.subtype in (0x00, 0x04)) or p.encrypted
+    """With flash encryption on, ESP-IDF treats app, bootloader, partition table, otadata and nvs_keys
+    partitions as encrypted."""
+    return p.type in (0x00, 0x02, 0x03) or (p.type == 0x01 and p.subtype in (0x00, 0x04)) or p.encrypted
 
 
 class PartitionIO:
@@ -76,3 +79,20 @@ class PartitionIO:
         if p.readonly:
             raise EspError("ESP_ERR_NOT_ALLOWED", f"partition '{p.label}' is read-only")
         self.flash.erase_range(p.offset + offset, length)
+
+    def copy(self, dest: Partition, dest_offset: int, src: Partition, src_offset: int, size: int) -> None:
+        """``esp_partition_copy``: erase ``ALIGN_UP(size)`` bytes of ``dest``, then write ``src``'s bytes
+        there as read through the cache (decrypted, re-encrypted for an encrypted ``dest``). Written in
+        64 KiB pieces (ESP-IDF writes as much as its free MMU pages map at once)."""
+        if src == dest:
+            raise EspError("ESP_ERR_INVALID_ARG", "esp_partition_copy: source and destination are the same partition")
+        if src_offset > src.size or dest_offset > dest.size or src_offset + size > src.size or dest_offset + size > dest.size:
+            raise EspError(
+                "ESP_ERR_INVALID_SIZE",
+                f"cannot copy 0x{size:x} bytes from '{src.label}' (0x{src.size:x} bytes) to '{dest.label}' "
+                f"(0x{dest.size:x} bytes)",
+            )
+        self.erase_range(dest, dest_offset, -(-size // SECTOR_SIZE) * SECTOR_SIZE)
+        for done in range(0, size, _COPY_PIECE):
+            n = min(_COPY_PIECE, size - done)
+            self.write(dest, dest_offset + done, self.read(src, src_offset + done, n))

@@ -157,7 +157,8 @@ CHIP_REVISION_CHECK = Change(
 )
 CHIP_EVENTS_FIRST = Change(
     "VERIFY_CHIP_ID and VERIFY_CHIP_REVISION are both posted before the chip checks "
-    "(esp_ota_check_image_validity; before, a chip id mismatch ended the OTA without VERIFY_CHIP_REVISION)",
+    "(esp_ota_check_image_validity; before, a chip id mismatch ended the OTA without VERIFY_CHIP_REVISION), "
+    "and a bootloader image's maximum chip revision is no longer checked there",
     ("6.1",),
 )
 SPI_MODE_CHECK = Change(
@@ -210,6 +211,12 @@ DESC_FROM_SLOT = Change(
 )
 ONE_SHOT_OWN_ERRORS = Change(
     "esp_https_ota() returns esp_https_ota_begin's own error (before: ESP_FAIL) and refuses ota_resumption",
+    ("5.5",),
+)
+PARTITION_OTA = Change(
+    "esp_https_ota_config_t.partition: the image goes to a staging partition (any partition, not only the "
+    "next OTA slot) and is verified as its final partition's type (app, bootloader, partition table, or "
+    "not at all); esp_ota_end copies it there with finalize_with_copy (esp_ota_set_final_partition)",
     ("5.5",),
 )
 OTA_RESUMPTION = Change("ota_resumption: a download continues from the saved offset with Range: bytes=N-", ("5.5",))

@@ -17,12 +17,14 @@ from .idf_release import (
     BEGIN_REGISTERS_FIRST,
     OTA_ALREADY_IN_PROGRESS,
     OTA_RESUME,
+    PARTITION_OTA,
     REWRITE_KEEPS_SELECTED_SLOT,
     SEQUENTIAL_ERASE_FIX,
 )
 from .formats.otadata import OtaState
+from .formats.partition_table import APP, BOOTLOADER, ENTRY_MAGIC, PARTITION_TABLE, TABLE_MAX_LEN
 from .otadata import OtaData, get_active_otadata, select_otadata
-from .partitions import Partition
+from .partitions import Partition, PartitionTable, PartitionTableInvalid
 from .security import sbv2
 
 if TYPE_CHECKING:
@@ -39,15 +41,22 @@ _SHA256_LAG = 64 * 1024
 
 @dataclass
 class OtaHandle:
-    """``ota_ops_entry_t``: one OTA in progress."""
+    """``ota_ops_entry_t``: one OTA in progress. ``partition`` is where it is written (the staging
+    partition); ``final`` what it is for (esp_ota_set_final_partition; None: the staging partition)."""
 
     handle: int
     partition: Partition
     need_erase: bool
+    final: Partition | None = None
+    finalize_with_copy: bool = False
     wrote_size: int = 0
     partial: bytearray = field(default_factory=bytearray)  # flash-encryption cache (< 16 bytes)
     partial_fill: bytes = b"\x00"  # the cache is calloc'ed, then refilled with 0xFF after each flush
     resumption: bool = False
+
+    @property
+    def final_partition(self) -> Partition:
+        return self.final or self.partition
 
 
 def seq_for_slot(current: int, slot: int, count: int) -> int:
@@ -100,13 +109,23 @@ class OtaOps:
         return self.dev.verify_partition(p).ok
 
     def _check_partition_conflict(self, partition: Partition) -> None:
-        """esp_ota_check_partition_conflict() (v6.1 and newer): one unfinished OTA per partition."""
-        if self.dev.idf.has(OTA_ALREADY_IN_PROGRESS) and any(h.partition == partition for h in self._handles.values()):
+        """esp_ota_check_partition_conflict() (v6.1 and newer): one unfinished OTA per partition, staging or final."""
+        if self.dev.idf.has(OTA_ALREADY_IN_PROGRESS) and any(
+            partition in (h.partition, h.final_partition) for h in self._handles.values()
+        ):
             raise EspError(
                 "ESP_ERR_OTA_ALREADY_IN_PROGRESS",
                 f"an OTA of partition '{partition.label}' is already in progress: end or abort its handle, or reset "
                 "(an esp_ota_begin whose erase failed stays registered too)",
             )
+
+    def _check_app_staging(self, partition: Partition) -> None:
+        """esp_ota_begin / esp_ota_resume on an app partition: an OTA slot (not factory or test; before
+        v5.5 the only kind of partition), and not the running app."""
+        if not partition.is_ota_app:
+            raise EspError("ESP_ERR_INVALID_ARG", f"partition '{partition.label}' is not an OTA app slot")
+        if partition == self.get_running_partition():
+            raise EspError("ESP_ERR_OTA_PARTITION_CONFLICT", f"partition '{partition.label}' is the running app")
 
     def _handle(self, handle: int) -> OtaHandle:
         it = self._handles.get(handle)
@@ -159,24 +178,21 @@ class OtaOps:
 
     # -- begin / write / end --------------------------------------------------------------------
     def begin(self, partition: Partition | None, image_size: int) -> int:
-        """esp_ota_begin(): checks, then erase (whole slot, ``ALIGN_UP(size)``, or nothing if sequential)."""
+        """esp_ota_begin(): checks, then erase (whole slot, ``ALIGN_UP(size)``, or nothing if sequential).
+        From v5.5 any partition can be written: the app checks apply to app partitions only."""
         if partition is None:
             raise EspError("ESP_ERR_INVALID_ARG", "no partition to update")
-        if not partition.is_ota_app:
-            raise EspError("ESP_ERR_INVALID_ARG", f"partition '{partition.label}' is not an OTA app slot")
-        running = self.get_running_partition()
-        if partition == running:
-            raise EspError(
-                "ESP_ERR_OTA_PARTITION_CONFLICT", f"partition '{partition.label}' is the running app"
-            )
-        if self.dev.settings.rollback and running is not None and running.is_ota_app:
-            state = self._state_or_none(running)
-            if state == OtaState.PENDING_VERIFY:
-                raise EspError(
-                    "ESP_ERR_OTA_ROLLBACK_INVALID_STATE",
-                    f"the running app '{running.label}' is still PENDING_VERIFY: it must mark itself valid "
-                    "(esp_ota_mark_app_valid_cancel_rollback) before another OTA",
-                )
+        if partition.is_app or not self.dev.idf.has(PARTITION_OTA):
+            self._check_app_staging(partition)
+            running = self.get_running_partition()
+            if self.dev.settings.rollback and running is not None and running.is_ota_app:
+                state = self._state_or_none(running)
+                if state == OtaState.PENDING_VERIFY:
+                    raise EspError(
+                        "ESP_ERR_OTA_ROLLBACK_INVALID_STATE",
+                        f"the running app '{running.label}' is still PENDING_VERIFY: it must mark itself valid "
+                        "(esp_ota_mark_app_valid_cancel_rollback) before another OTA",
+                    )
         self._check_partition_conflict(partition)
         self._last_handle += 1
         h = OtaHandle(self._last_handle, partition, need_erase=image_size == OTA_WITH_SEQUENTIAL_WRITES)
@@ -197,7 +213,7 @@ class OtaOps:
             self.dev.io.erase_range(partition, 0, erase)
         if not registers_first:
             self._handles[h.handle] = h
-        if self.dev.idf.has(BEGIN_INVALIDATES_INACTIVE_OTADATA) and self.dev.settings.rollback:
+        if self.dev.idf.has(BEGIN_INVALIDATES_INACTIVE_OTADATA) and self.dev.settings.rollback and partition.is_ota_app:
             self._erase_last_boot(skip_app_erase=True, quiet=True)
         return h.handle
 
@@ -207,10 +223,8 @@ class OtaOps:
             raise EspError("ESP_ERR_NOT_SUPPORTED", f"ESP-IDF {self.dev.idf} has no esp_ota_resume()")
         if image_offset > partition.size:
             raise EspError("ESP_ERR_INVALID_ARG", "resume offset is past the end of the partition")
-        if not partition.is_ota_app:
-            raise EspError("ESP_ERR_INVALID_ARG", f"partition '{partition.label}' is not an OTA app slot")
-        if partition == self.get_running_partition():
-            raise EspError("ESP_ERR_OTA_PARTITION_CONFLICT", f"partition '{partition.label}' is the running app")
+        if partition.is_app or not self.dev.idf.has(PARTITION_OTA):
+            self._check_app_staging(partition)
         self._check_partition_conflict(partition)
         self._last_handle += 1
         h = OtaHandle(
@@ -249,13 +263,21 @@ class OtaOps:
                 self.dev.io.erase_range(part, w, (last - first + 1) * SECTOR_SIZE)
             elif first != last:
                 self.dev.io.erase_range(part, (first + 1) * SECTOR_SIZE, (last - first) * SECTOR_SIZE)
-        if it.wrote_size == 0 and not it.partial and size > 0 and data[0] != 0xE9:
-            raise EspError(
-                "ESP_ERR_OTA_VALIDATE_FAILED",
-                f"OTA image has invalid magic byte (expected 0xE9, saw 0x{data[0]:02x})",
-            )
+        final_type = it.final_partition.type
+        if it.wrote_size == 0 and not it.partial and size > 0:
+            if final_type in (APP, BOOTLOADER) and data[0] != 0xE9:
+                raise EspError(
+                    "ESP_ERR_OTA_VALIDATE_FAILED",
+                    f"OTA image has invalid magic byte (expected 0xE9, saw 0x{data[0]:02x})",
+                )
+            magic = int.from_bytes(bytes(data[:2]), "little")
+            if final_type == PARTITION_TABLE and magic != ENTRY_MAGIC:
+                raise EspError(
+                    "ESP_ERR_OTA_VALIDATE_FAILED",
+                    f"partition table image has invalid magic word (expected 0x50AA, saw 0x{magic:04x})",
+                )
         data = bytes(data)
-        if it.wrote_size == 0 and not it.partial:
+        if it.wrote_size == 0 and not it.partial and final_type == APP:
             self._follow_sha256(part, data)
         if self.dev.flash_encryption_enabled:
             if it.partial:
@@ -277,8 +299,22 @@ class OtaOps:
         it.wrote_size += len(data)
         self.dev.flash.advance_sha256(part.offset, part.offset + it.wrote_size - _SHA256_LAG)
 
+    def set_final_partition(self, handle: int, final: Partition, finalize_with_copy: bool) -> None:
+        """esp_ota_set_final_partition() (v5.5 and newer): verify the staged image as ``final``'s type at
+        the end, and with ``finalize_with_copy`` copy it there."""
+        if not self.dev.idf.has(PARTITION_OTA):
+            raise EspError("ESP_ERR_NOT_SUPPORTED", f"ESP-IDF {self.dev.idf} has no esp_ota_set_final_partition()")
+        it = self._handles.get(handle)
+        if it is None:
+            raise EspError("ESP_ERR_NOT_FOUND", f"no OTA in progress with handle {handle}")
+        if not it.resumption and it.wrote_size != 0:
+            raise EspError("ESP_ERR_INVALID_STATE", "the final partition must be set before anything is written")
+        if final != it.partition:
+            it.final, it.finalize_with_copy = final, finalize_with_copy
+
     def end(self, handle: int) -> None:
-        """esp_ota_end(): flush the FE cache, then verify the whole image in the slot."""
+        """esp_ota_end(): flush the FE cache, verify the whole image in the slot as its final partition's
+        type, then copy it to the final partition if asked (finalize_with_copy)."""
         it = self._handles.get(handle)
         if it is None:
             raise EspError("ESP_ERR_NOT_FOUND", f"no OTA in progress with handle {handle}")
@@ -292,11 +328,26 @@ class OtaOps:
                 except EspError as err:
                     raise EspError("ESP_ERR_INVALID_STATE", f"writing the last cached bytes failed: {err.message}") from None
                 it.wrote_size += 16
-            result = self.dev.verify_partition(it.partition)
-            if not result.ok:
-                raise EspError("ESP_ERR_OTA_VALIDATE_FAILED", f"new image failed verification: {result.reason}")
+            self._verify_staged(it)
+            if it.finalize_with_copy:
+                self.dev.io.copy(it.final_partition, 0, it.partition, 0, it.final_partition.size)
         finally:
             self._handles.pop(handle, None)
+
+    def _verify_staged(self, it: OtaHandle) -> None:
+        """ota_verify_partition(): esp_image_verify for an app or a bootloader, esp_partition_table_verify
+        for a partition table (its first 0xC00 bytes), nothing for other partitions."""
+        final_type = it.final_partition.type
+        if final_type in (APP, BOOTLOADER):
+            result = self.dev.verify_partition(it.partition, as_bootloader=final_type == BOOTLOADER)
+            if not result.ok:
+                raise EspError("ESP_ERR_OTA_VALIDATE_FAILED", f"new image failed verification: {result.reason}")
+        elif final_type == PARTITION_TABLE:
+            try:
+                PartitionTable.from_binary(self.dev.io.read(it.partition, 0, TABLE_MAX_LEN), reader="bootloader",
+                                           chip_size=self.dev.flash.size, offset=it.partition.offset)
+            except PartitionTableInvalid as err:
+                raise EspError("ESP_ERR_OTA_VALIDATE_FAILED", f"new partition table failed verification: {err}") from None
 
     def abort(self, handle: int) -> None:
         """esp_ota_abort(): forget the handle; nothing on flash changes."""

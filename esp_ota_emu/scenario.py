@@ -40,7 +40,8 @@ ACTIONS = ("ota", "reset", "power-cycle", "power-cut", "confirm", "crash", "mark
 EXPECT_KEYS = {"booted", "version", "state", "error"}
 OTA_URL_KEYS = {"cert_pem", "allow_http", "verify_spi_mode", "skip_cert_common_name_check", "crt_bundle",
                 "common_name", "username", "password", "auth_type", "basic_auth", "digest_auth", "client_cert",
-                "client_key", "timeout_ms", "stall_limit_s", "buffer_size_tx", "tls13", "cert_expiry_check"}
+                "client_key", "timeout_ms", "stall_limit_s", "buffer_size_tx", "tls13", "cert_expiry_check",
+                "staging", "final", "finalize_with_copy"}
 _MISSING = object()
 
 

@@ -153,13 +153,21 @@ _HTTPS_OTA_OPTIONS = (
     click.option("--max-http-request-size", type=click.IntRange(min=1), default=64 * 1024, show_default=True,
                  help="Bytes per Range request with --partial-download."),
     click.option("--bulk-flash-erase", is_flag=True, help="Erase the image's sectors up front instead of as written."),
+    click.option("--staging", metavar="LABEL",
+                 help="v5.5 and newer: write the image to this partition instead of the next OTA slot "
+                      "(a label, or bootloader / partition_table)."),
+    click.option("--final", metavar="LABEL",
+                 help="v5.5 and newer: the partition the image is for (a label, or bootloader / partition_table): "
+                      "it is verified as that partition's type; only an app in an OTA slot is booted next."),
+    click.option("--finalize-with-copy", is_flag=True,
+                 help="With --final: esp_ota_end copies the verified image from the staging partition to it."),
 )
 _HTTPS_OTA_NAMES = (
     "cert_pem", "crt_bundle", "allow_http", "verify_spi_mode", "tls13", "cert_expiry_check",
     "skip_cert_common_name_check", "common_name", "client_cert", "client_key", "username", "password", "auth_type",
     "basic_auth", "digest_auth", "timeout_ms",
     "stall_limit_s", "headers", "user_agent", "buffer_size", "buffer_size_tx", "partial_http_download",
-    "max_http_request_size", "bulk_flash_erase",
+    "max_http_request_size", "bulk_flash_erase", "staging", "final", "finalize_with_copy",
 )
 
 

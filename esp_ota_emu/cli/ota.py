@@ -98,6 +98,8 @@ def ota_cmd(flash, url, resume, decrypt_key, reboot, as_json, ota_options, open_
         "result": "ok",
         "partition": result.partition,
         "subtype": result.subtype,
+        "final": result.final,
+        "copied": result.copied,
         "bytes_written": result.bytes_written,
         "image_len_read": result.image_len_read,
         "image_length": result.image_length,
@@ -114,7 +116,10 @@ def ota_cmd(flash, url, resume, decrypt_key, reboot, as_json, ota_options, open_
         click.echo(_boot_line("power on (first boot of this flash)", power_on))
     resumed = f", resumed at byte {result.resumed_from}" if result.resumed_from else ""
     switched = "otadata now selects it" if result.boot_partition_updated else "the boot partition was NOT switched"
-    click.echo(f"OTA ok: {result.bytes_written} bytes written to {result.partition}{resumed}; {switched}")
+    final = ""
+    if result.final is not None:
+        final = f", verified for {result.final}" + (" and copied there" if result.copied else " (not copied)")
+    click.echo(f"OTA ok: {result.bytes_written} bytes written to {result.partition}{resumed}{final}; {switched}")
     if result.set_boot_error is not None:
         click.echo(f"esp_ota_set_boot_partition failed (esp_https_ota_finish logs it and returns ESP_OK): "
                    f"{result.set_boot_error}")

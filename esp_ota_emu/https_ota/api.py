@@ -62,6 +62,9 @@ def https_ota(
     decrypt: Decrypter | None = None,
     enc_img_header_size: int = 0,
     decrypt_key: bytes | str | Path | None = None,
+    staging: str | None = None,
+    final: str | None = None,
+    finalize_with_copy: bool = False,
     **http_options,
 ) -> OtaResult:
     """Update ``device`` from ``url`` as ESP-IDF's esp_https_ota would; raises EspError on failure.
@@ -69,6 +72,12 @@ def https_ota(
     ``decrypt_key`` (PEM bytes or a file: RSA-3072 or P-256 private key) makes it a pre-encrypted OTA
     as ESP-IDF's pre_encrypted_ota example runs it: the download goes through esp_encrypted_img's
     decrypt stage (DECRYPT_CB events), whose end (GCM tag, length) is checked before the finish.
+
+    ``staging`` / ``final`` / ``finalize_with_copy`` are esp_https_ota_config_t.partition (ESP-IDF v5.5 and
+    newer): partitions named by label, or ``bootloader`` / ``partition_table`` for the primary ones
+    (:meth:`Device.find_partition`). The image is written to ``staging`` (default: the next OTA slot),
+    verified as ``final``'s type and, with ``finalize_with_copy``, copied there by esp_ota_end; only an
+    app in an OTA slot becomes the boot partition.
 
     ``on_event`` gets ESP-IDF's events; ``on_progress(written, image_size)`` is called between
     esp_https_ota_perform calls (image_size -1 while unknown), as an app showing progress does.
@@ -93,6 +102,9 @@ def https_ota(
         decrypt=decrypt,
         decrypt_end=decrypt_end,
         enc_img_header_size=enc_img_header_size,
+        staging=staging,
+        final=final,
+        finalize_with_copy=finalize_with_copy,
     )
     result = (resumable_https_ota if resume else esp_https_ota)(device, config, on_event, on_progress)
     result.power_on = power_on

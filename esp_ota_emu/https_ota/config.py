@@ -100,6 +100,12 @@ class OtaConfig:
     enc_img_header_size: int = 0
     ota_resumption: bool = False  # ESP-IDF v5.5 and newer
     ota_image_bytes_written: int = 0
+    # esp_https_ota_config_t.partition (v5.5 and newer), by the names Device.find_partition takes: where
+    # the image is written (None: the next OTA slot), what it is for (None: the same partition), and
+    # whether esp_ota_end copies it there
+    staging: str | None = None
+    final: str | None = None
+    finalize_with_copy: bool = False
 
 
 def image_header_size(idf: IdfRelease) -> int:

@@ -39,6 +39,7 @@ from ..idf_release import (
     ONE_SHOT_OWN_ERRORS,
     OTA_RESUMPTION,
     PARTIAL_HTTP_DOWNLOAD,
+    PARTITION_OTA,
     RANGE_FROM_RESUME_OFFSET,
     RESUME_OFFSET_ALIGNED,
     RESUMPTION_CHECK_SPARES_PARTIAL,
@@ -48,6 +49,8 @@ from ..idf_release import (
     TLS13_KCONFIG,
     VERIFY_WITH_BUNDLE,
 )
+from ..formats.bootloader_desc import BOOTLOADER_DESC_SIZE, ESP_BOOTLOADER_DESC_MAGIC_BYTE
+from ..formats.partition_table import APP, BOOTLOADER
 from ..image.reader import describe_non_image
 from ..image.verify import chip_revision_problem
 from . import events as ev
@@ -101,6 +104,8 @@ class OtaResult:
     reboot: BootResult | None = None
     set_boot_error: EspError | None = None  # logged, not returned, by releases before the fix (idf_release.py)
     image_len_read: int = 0  # esp_https_ota_get_image_len_read: a header more than written before v5.0.6/v5.1.3
+    final: str | None = None  # the final partition when it is not the staging one (v5.5 partition.final)
+    copied: bool = False  # esp_ota_end copied the image to the final partition (finalize_with_copy)
 
 
 class EspHttpsOta:
@@ -116,6 +121,8 @@ class EspHttpsOta:
         self.state = INIT
         self.client: HttpClient | None = None
         self.staging: Partition | None = None
+        self.final: Partition | None = None  # what the image is verified as (v5.5 partition.final)
+        self.finalize_with_copy = False
         self.handle: int | None = None
         self.binary_file_len = 0
         self.image_length = -1
@@ -243,6 +250,12 @@ class EspHttpsOta:
                              "always built in (the option came in v4.4)")
         if http.tls13 and not idf.has(TLS13_KCONFIG):
             raise InputError(f"ESP-IDF {idf}'s mbedTLS has no TLS 1.3 (CONFIG_MBEDTLS_SSL_PROTO_TLS1_3 came in v5.0)")
+        config = self.config
+        if (config.staging or config.final or config.finalize_with_copy) and not idf.has(PARTITION_OTA):
+            raise InputError(f"ESP-IDF {idf}'s esp_https_ota writes only the next OTA slot: the staging and final "
+                             "partitions (esp_https_ota_config_t.partition) came in v5.5")
+        staging = self.dev.find_partition(config.staging) if config.staging else None
+        final = self.dev.find_partition(config.final) if config.final else None
         self.post(ev.START)
         # Only the verification options are checked, not the URL: with cert_pem set, an http:// URL is
         # fetched over plain TCP. Before v4.3.4 only cert_pem counted.
@@ -274,12 +287,12 @@ class EspHttpsOta:
                 self.binary_file_len = written
         self.client = HttpClient(http, idf)
         try:
-            self._begin_connect()
+            self._begin_connect(staging, final)
         except BaseException:
             self.client.cleanup()
             raise
 
-    def _begin_connect(self) -> None:
+    def _begin_connect(self, staging: Partition | None, final: Partition | None) -> None:
         client = self.client
         assert client is not None
         partial = self.config.partial_http_download
@@ -308,9 +321,14 @@ class EspHttpsOta:
         self.post(ev.CONNECTED)
         if not partial:
             self.image_length = client.content_length - self.enc_header
-        self.staging = self.dev.ota.get_next_update_partition(None)
+        self.staging = staging or self.dev.ota.get_next_update_partition(None)
         if self.staging is None:
             raise EspError("ESP_FAIL", "no passive OTA partition to write the update to")
+        # esp_https_ota_begin compares the config's pointers: a final partition that is the configured
+        # staging one leaves the handle's final partition NULL
+        self.final = self.staging if final is None else None if final == staging else final
+        if self.final is not None and self.final != self.staging:
+            self.finalize_with_copy = self.config.finalize_with_copy
         self.resumed_from = self.binary_file_len
         self.state = RESUME if self.binary_file_len else BEGIN
 
@@ -346,7 +364,8 @@ class EspHttpsOta:
     def _verify_image(self, data: bytes) -> None:
         """The checks on the first bytes before anything is written: chip id, then (from v5.5) the chip
         revision range, each after its event. From v6.1 (esp_ota_check_image_validity) both events come
-        first, then the chip checks and the SPI flash mode check."""
+        first, then the chip checks (a bootloader's maximum revision is not checked) and, for an app, the
+        SPI flash mode check."""
         chip = self.dev.chip
         if chip is None or chip.chip_id is None:
             raise InputError("the device's chip is not known (no bootloader found): give the chip as a setting")
@@ -367,13 +386,14 @@ class EspHttpsOta:
             return
         if not events_first:
             self.post(ev.VERIFY_CHIP_REVISION, min_rev)
+        app = self._final_type() == APP
         problem = chip_revision_problem(
             min_rev, int.from_bytes(data[17:19], "little"), self.dev.chip_rev,
-            check_max=not self.dev.disable_wafer_version_major,
+            check_max=not self.dev.disable_wafer_version_major and (app or not events_first),
         )
         if problem is not None:
             raise EspError("ESP_ERR_INVALID_VERSION", problem)
-        if self.idf.has(SPI_MODE_CHECK) and self.config.verify_spi_mode:
+        if self.idf.has(SPI_MODE_CHECK) and self.config.verify_spi_mode and app:
             self._check_spi_flash_mode(data)
 
     def _check_spi_flash_mode(self, data: bytes) -> None:
@@ -411,7 +431,7 @@ class EspHttpsOta:
             self.dev.ota.write(self.handle, data)
             self.binary_file_len += len(data)
         except EspError as err:
-            if self.binary_file_len == 0 and data[:1] != b"\xe9":
+            if self.binary_file_len == 0 and data[:1] != b"\xe9" and self._final_type() in (APP, BOOTLOADER):
                 err = EspError(err.esp_err, f"{err.message}: {_server_sent(data)}")
             error = err
         if error is None and self._on_event is not None:
@@ -443,7 +463,10 @@ class EspHttpsOta:
         erase_size = ota_begin_size(self.idf, self.config.bulk_flash_erase, self.image_length)
         if self.state == BEGIN:
             self.handle = self.dev.ota.begin(staging, erase_size)
+            self._set_final_partition()
             self.state = IN_PROGRESS
+            if self._final_type() not in (APP, BOOTLOADER):
+                return True  # no header to check: the body is written as it comes
             if self.binary_file_len:  # get_img_desc read the header
                 data, self.buffer, self.binary_file_len = self.buffer, b"", 0
             else:
@@ -463,6 +486,7 @@ class EspHttpsOta:
             return self._ota_write(data)
         if self.state == RESUME:
             self.handle = self.dev.ota.resume(staging, erase_size, self.binary_file_len)
+            self._set_final_partition()
             self.state = IN_PROGRESS
         if self.state != IN_PROGRESS:
             raise EspError("ESP_FAIL", "esp_https_ota_perform: invalid state")
@@ -502,6 +526,22 @@ class EspHttpsOta:
             return True
         return False
 
+    def _set_final_partition(self) -> None:
+        """esp_ota_set_final_partition right after esp_ota_begin/resume (v5.5 and newer; its error is ignored)."""
+        if self.idf.has(PARTITION_OTA) and self.final is not None:
+            assert self.handle is not None
+            self.dev.ota.set_final_partition(self.handle, self.final, self.finalize_with_copy)
+
+    def _final_type(self) -> int:
+        """``handle->partition.final->type``, which crashes the device when the final partition is NULL."""
+        if self.final is None:
+            raise EspError(
+                "ESP_FAIL",
+                "the staging and final partitions are the same partition: esp_https_ota then leaves its final "
+                "partition NULL and the device crashes here (LoadProhibited) and resets; give only the staging one",
+            )
+        return self.final.type
+
     def get_image_len_read(self) -> int:
         """``esp_https_ota_get_image_len_read``: image bytes written to the slot so far."""
         return self.binary_file_len
@@ -519,20 +559,27 @@ class EspHttpsOta:
     def get_img_desc(self) -> bytes:
         """``esp_https_ota_get_img_desc``: the 256-byte esp_app_desc_t of the image (only before the first
         perform): from the header read off the body, or, from v5.5 when the header is already written
-        (a resumed OTA), from the slot. Before v5.0 its magic is not checked."""
+        (a resumed OTA), from the slot. Before v5.0 its magic is not checked. From v5.5, for a bootloader
+        final partition, the 80-byte esp_bootloader_desc_t (esp_https_ota_get_bootloader_img_desc)."""
         self.post(ev.GET_IMG_DESC)
         if self.config.decrypt is not None:
             raise EspError("ESP_ERR_NOT_SUPPORTED", "the image description cannot be read from an encrypted image")
         if self.state < BEGIN:
             raise EspError("ESP_ERR_INVALID_STATE", "esp_https_ota_get_img_desc: begin did not succeed")
-        if self.binary_file_len >= APP_DESC_OFFSET + APP_DESC_SIZE and self.idf.has(DESC_FROM_SLOT):
+        final_type = self._final_type()
+        if final_type not in (APP, BOOTLOADER):
+            raise EspError("ESP_FAIL", f"no image description in a partition of type {final_type} (not supported)")
+        size = APP_DESC_SIZE if final_type == APP else BOOTLOADER_DESC_SIZE
+        if self.binary_file_len >= APP_DESC_OFFSET + size and self.idf.has(DESC_FROM_SLOT):
             # a resumed OTA: the description is already in the slot, and the body continues past it
             assert self.staging is not None
-            desc = self.dev.io.read(self.staging, APP_DESC_OFFSET, APP_DESC_SIZE)
+            desc = self.dev.io.read(self.staging, APP_DESC_OFFSET, size)
         else:
             self.buffer = self._read_header()
-            desc = self.buffer[APP_DESC_OFFSET : APP_DESC_OFFSET + APP_DESC_SIZE]
-        if self.idf.has(HEADER_1024) and int.from_bytes(desc[:4], "little") != ESP_APP_DESC_MAGIC_WORD:
+            desc = self.buffer[APP_DESC_OFFSET : APP_DESC_OFFSET + size]
+        if final_type == BOOTLOADER and desc[0] != ESP_BOOTLOADER_DESC_MAGIC_BYTE:
+            raise EspError("ESP_FAIL", "incorrect bootloader descriptor magic")
+        if final_type == APP and self.idf.has(HEADER_1024) and int.from_bytes(desc[:4], "little") != ESP_APP_DESC_MAGIC_WORD:
             raise EspError("ESP_FAIL", "incorrect app descriptor magic")
         return desc
 
@@ -556,11 +603,15 @@ class EspHttpsOta:
             error = err
         finally:
             self._cleanup()
-        if error is None and self.state == SUCCESS and self.staging is not None:
+        final = self.final
+        if error is None and self.state == SUCCESS and self.staging is not None and final is not None and final.is_app:
             try:
-                self.dev.ota.set_boot_partition(self.staging)
-                updated = True
-                self.post(ev.UPDATE_BOOT_PARTITION, self.staging.subtype)
+                # only an OTA slot is made the boot partition (v5.5: never the factory app, whose
+                # selection would erase otadata), yet UPDATE_BOOT_PARTITION names any app final partition
+                if final.is_ota_app:
+                    self.dev.ota.set_boot_partition(self.staging)
+                    updated = True
+                self.post(ev.UPDATE_BOOT_PARTITION, final.subtype)
             except EspError as err:
                 # Before the fix a shadowed `err` made esp_https_ota_finish log this error and return
                 # ESP_OK: the boot partition silently stays as it was.
@@ -587,6 +638,8 @@ def _result(ota: EspHttpsOta, updated: bool) -> OtaResult:
     return OtaResult(
         partition=ota.staging.label,
         subtype=ota.staging.subtype,
+        final=ota.final.label if ota.final is not None and ota.final != ota.staging else None,
+        copied=ota.finalize_with_copy,
         bytes_written=ota.binary_file_len - ota.counted_twice,
         image_length=ota.image_length,
         boot_partition_updated=updated,
@@ -647,7 +700,7 @@ def resumable_https_ota(
     """
     url = config.http.url
     progress = device.state.resume.get(url)
-    target = device.ota.get_next_update_partition(None)
+    target = device.find_partition(config.staging) if config.staging else device.ota.get_next_update_partition(None)
     if progress and target is not None and progress.get("partition") == target.label:
         config.ota_image_bytes_written = int(progress.get("bytes_written", 0))
     config.ota_resumption = True
