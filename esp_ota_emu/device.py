@@ -9,6 +9,7 @@ this object.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
@@ -450,8 +451,8 @@ class Device:
         if region is None:
             return None
         view, base = self.plain_image_region(region)
-        return verify_image(view, base, region.size, chip=self._chip, chip_rev=self.chip_rev, is_bootloader=True,
-                            disable_wafer_version_major=self.disable_wafer_version_major)
+        return _verify_bootloader_image(bytes(view[base : base + region.size]), region.offset, self._chip.name,
+                                        self.chip_rev, self.disable_wafer_version_major)
 
     def plain_image_region(self, p: Partition) -> tuple[memoryview, int]:
         """``(buffer, offset)`` of the app image in ``p`` as the CPU sees it: the flash itself, or with
@@ -541,6 +542,14 @@ _SETTING_NAMES = {f.name for f in fields(DeviceSettings)}
 _STATE_NAMES = {f.name for f in fields(DeviceState)}
 # Options of Device.open that act on the eFuses (burn, import) instead of being settings.
 _EFUSE_ACTIONS = ("efuse_file", "flash_encryption_key", "secure_boot_keys", "flash_encryption")
+
+
+@functools.lru_cache(maxsize=16)
+def _verify_bootloader_image(image: bytes, offset: int, chip: str, chip_rev: int, disable_wafer_version_major: bool):
+    """esp_image_verify of a bootloader region's bytes, remembered: every reset checks the bootloader,
+    and fleets and power-cut campaigns reset thousands of devices that share one."""
+    return verify_image(bytes(offset) + image, offset, len(image), chip=chip, chip_rev=chip_rev, is_bootloader=True,
+                        disable_wafer_version_major=disable_wafer_version_major)
 
 
 def _read_input(value, what: str) -> bytes:

@@ -23,6 +23,7 @@ from esp_ota_emu.faults import PowerCut
 from esp_ota_emu.https_ota import api
 from esp_ota_emu.partitions import PartitionTable
 from esp_ota_emu.testserver import serve_files
+from helpers_flash import REPO, entry, make_flash, sample
 
 SLOT, SLOT_SIZE = 0x150000, 0x140000  # app1, the staging partition by default
 BOOTLOADER, BOOTLOADER_SIZE = 0x1000, 0x7000
@@ -256,14 +257,23 @@ def test_releases_before_v5_5_have_no_staging_or_final_partition(merged_flash, n
             run(merged_flash, srv.url("bootloader.bin"), srv.tls.ca_pem, final="nope")
 
 
-def test_cli_bootloader_ota(merged_flash, new_bootloader):
-    with serve_files({"bootloader.bin": new_bootloader}) as srv:
-        out = CliRunner().invoke(cli, ["ota", str(merged_flash), "--url", srv.url("bootloader.bin"),
-                                       "--cert-pem", str(srv.tls.ca_pem), "--idf-release", V55,
-                                       "--final", "bootloader", "--finalize-with-copy"])
+def test_cli_bootloader_and_table_ota(merged_flash, new_bootloader, min_spiffs):
+    with serve_files({"bootloader.bin": new_bootloader, "table.bin": min_spiffs}) as srv:
+        common = ["--cert-pem", str(srv.tls.ca_pem), "--idf-release", V55, "--finalize-with-copy"]
+        out = CliRunner().invoke(cli, ["ota", str(merged_flash), "--url", srv.url("bootloader.bin"), *common,
+                                       "--final", "bootloader"])
+        assert out.exit_code == 0, out.output
+        assert (f"OTA ok: {len(new_bootloader)} bytes written to app1, verified for bootloader and copied there; "
+                "the boot partition was NOT switched") in out.output
+        out = CliRunner().invoke(cli, ["ota", str(merged_flash), "--url", srv.url("table.bin"), *common,
+                                       "--final", "partition_table", "--staging", "spiffs", "--json"])
     assert out.exit_code == 0, out.output
-    assert f"OTA ok: {len(new_bootloader)} bytes written to app1, verified for bootloader and copied there" in out.output
-    assert merged_flash.read_bytes()[BOOTLOADER : BOOTLOADER + len(new_bootloader)] == new_bootloader
+    report = json.loads(out.output.splitlines()[-1])
+    assert {k: report[k] for k in ("partition", "final", "copied", "boot_partition_updated")} == {
+        "partition": "spiffs", "final": "partition_table", "copied": True, "boot_partition_updated": False}
+    flash = merged_flash.read_bytes()
+    assert flash[BOOTLOADER : BOOTLOADER + len(new_bootloader)] == new_bootloader
+    assert flash[TABLE : TABLE + len(min_spiffs)] == min_spiffs
 
 
 def test_scenario_updates_the_bootloader_and_the_table_then_resets(merged_flash, new_bootloader, min_spiffs, tmp_path):
@@ -281,3 +291,26 @@ def test_scenario_updates_the_bootloader_and_the_table_then_resets(merged_flash,
     assert result.exit_code == 0, result.output
     with Device.open(merged_flash) as dev:  # the scenario ran on a copy
         assert dev.partitions.find("app1").offset == SLOT
+
+
+def test_an_app_for_the_factory_partition_is_copied_but_not_selected(realdata, tmp_path):
+    """A factory app as the final partition: esp_https_ota does not make it the boot partition (that
+    would erase otadata), yet posts UPDATE_BOOT_PARTITION with the factory subtype."""
+    csv = (REPO / "partitions" / "factory_two_ota_4MB.csv").read_text()
+    flash = make_flash(tmp_path / "flash.bin", realdata, csv, {"factory": sample("v1"), "ota_0": sample("v1")},
+                       otadata=(entry(1), None))
+    v2 = sample("v2")
+    with Device.open(flash) as dev:
+        factory, ota_1 = dev.partitions.find("factory"), dev.partitions.find("ota_1")
+    before = flash.read_bytes()
+    events = []
+    with serve_files({"v2.bin": v2}) as srv, Device.open(flash, idf_release=V55) as dev:
+        result = dev.https_ota(srv.url("v2.bin"), cert_pem=srv.tls.ca_pem, final="factory", finalize_with_copy=True,
+                               on_event=lambda n, d: events.append((n, d)))
+        assert dev.running.label == "ota_0"
+    assert (result.partition, result.final, result.copied, result.boot_partition_updated) == ("ota_1", "factory", True, False)
+    assert events[-2:] == [("ESP_HTTPS_OTA_UPDATE_BOOT_PARTITION", 0x00), ("ESP_HTTPS_OTA_FINISH", None)]
+    after = flash.read_bytes()
+    assert after[factory.offset : factory.offset + factory.size] == after[ota_1.offset : ota_1.offset + factory.size]
+    assert after[factory.offset : factory.offset + len(v2)] == v2
+    assert unchanged_except(before, after, (factory.offset, factory.size), (ota_1.offset, ota_1.size))
