@@ -239,3 +239,19 @@ def test_all_together_secure_boot_flash_encryption_pre_encrypted_anti_rollback(r
         dev.ota.mark_app_valid_cancel_rollback()
         assert dev.efuse_secure_version == 2
     assert espsecure_decrypt(tmp_path, raw, key, 0x40000) == signed
+
+
+def test_bootloader_ota_on_an_encrypted_device(fe_flash, key, realdata, tmp_path):
+    """v5.5's bootloader update with flash encryption: esp_ota_end reads the staged image through the
+    cache and writes it encrypted at the bootloader's address, which the ROM then decrypts."""
+    from esp_ota_emu.testserver import serve_files
+
+    path, _ = fe_flash
+    new = (realdata / "esp-serial-flasher/hello-world_2025-08/ESP32/bootloader.bin").read_bytes()
+    with serve_files({"bootloader.bin": new}) as srv, Device.open(path, idf_release="v5.5.5") as dev:
+        result = dev.https_ota(srv.url("bootloader.bin"), cert_pem=srv.tls.ca_pem, final="bootloader",
+                               finalize_with_copy=True)
+        assert (result.partition, result.copied) == ("ota_0", True)
+        assert dev.boot().booted.label == "factory"
+    raw = path.read_bytes()[0x1000 : 0x1000 + len(new)]
+    assert raw != new and espsecure_decrypt(tmp_path, raw, key, 0x1000) == new
