@@ -48,9 +48,10 @@ from .idf_release import RESUMPTION_CHECKED, IdfRelease
 from .https_ota.api import https_ota
 from .https_ota.config import image_header_size, ota_begin_size, read_size
 from .otadata import OtaData, get_active_otadata
-from .partitions import Partition
+from .formats.partition_table import APP, BOOTLOADER
+from .partitions import Partition, PartitionTableInvalid
 
-PHASES = ("download", "otadata", "bootloader", "confirm")
+PHASES = ("download", "copy", "otadata", "bootloader", "confirm")  # "copy" only with finalize_with_copy
 AFTER = "after"  # the cut point after the last operation: the update ran to its end
 PROGRESS_STEP = 64 * 1024  # the resumable OTA saves its progress (bytes written) every 64 KiB
 MIN_CUTS_PER_WORKER = 64  # below this, starting another process costs more than it saves
@@ -65,25 +66,30 @@ class ScratchDevice(Device):
 
 @dataclass(frozen=True)
 class OtaPlan:
-    """One update as esp_https_ota writes it: the image, its read size and its erase mode."""
+    """One update as esp_https_ota writes it: the image, its read size and its erase mode, and (v5.5
+    partition.staging/final) where it is staged, what it is for and whether esp_ota_end copies it."""
 
     image: bytes
     buffer_size: int = 0  # esp_http_client_config_t.buffer_size; each read is at least the header size
     bulk_flash_erase: bool = False
+    staging: str | None = None  # None: the next OTA slot
+    final: str | None = None  # None: the staging partition
+    finalize_with_copy: bool = False
 
     def erase_size(self, idf: IdfRelease) -> int:
         """The ``image_size`` esp_https_ota of release ``idf`` gives esp_ota_begin."""
         return ota_begin_size(idf, self.bulk_flash_erase, len(self.image))
 
-    def chunks(self, idf: IdfRelease, start: int = 0) -> Iterator[memoryview]:
+    def chunks(self, idf: IdfRelease, start: int = 0, *, header: bool = True) -> Iterator[memoryview]:
         """The esp_ota_write calls of release ``idf`` from byte ``start``: the header first (when
-        starting at 0), then pieces of max(buffer_size, header size), as esp_http_client_read fills its buffer."""
-        header, step = image_header_size(idf), read_size(idf, self.buffer_size)
+        starting at 0, for an app or a bootloader), then pieces of max(buffer_size, header size), as
+        esp_http_client_read fills its buffer."""
+        step = read_size(idf, self.buffer_size)
         view = memoryview(self.image)
         pos = start
-        if pos == 0:
-            yield view[:header]
-            pos = header
+        if pos == 0 and header:
+            yield view[: image_header_size(idf)]
+            pos = image_header_size(idf)
         while pos < len(view):
             yield view[pos : pos + step]
             pos += step
@@ -102,43 +108,59 @@ class ScenarioLog:
         self.phase_starts[phase] = self.flash.op_count - self.base
 
 
+def _begin(dev: Device, target: Partition, plan: OtaPlan, start: int = 0) -> tuple[int, Partition]:
+    """esp_ota_begin (or esp_ota_resume at ``start``), then esp_ota_set_final_partition as esp_https_ota
+    calls it; returns the handle and the final partition."""
+    ota = dev.ota
+    handle = ota.resume(target, plan.erase_size(dev.idf), start) if start else ota.begin(target, plan.erase_size(dev.idf))
+    final = dev.find_partition(plan.final) if plan.final else target
+    if final != target:
+        ota.set_final_partition(handle, final, plan.finalize_with_copy)
+    return handle, final
+
+
+def _finish(dev: Device, target: Partition, final: Partition, handle: int, plan: OtaPlan,
+            log: ScenarioLog | None = None) -> None:
+    """esp_ota_end (which copies to the final partition), then esp_ota_set_boot_partition when the final
+    partition is an OTA slot, as esp_https_ota_finish does."""
+    if log is not None and final != target and plan.finalize_with_copy:
+        log.enter("copy")
+    dev.ota.end(handle)
+    if log is not None:
+        log.enter("otadata")
+    if final.is_ota_app:
+        dev.ota.set_boot_partition(target)
+
+
 def run_scenario(dev: Device, target: Partition, plan: OtaPlan, log: ScenarioLog) -> None:
     """The update as an app runs it, the reset that follows and the new app's confirmation."""
-    ota = dev.ota
     log.enter("download")
-    handle = ota.begin(target, plan.erase_size(dev.idf))
+    handle, final = _begin(dev, target, plan)
     written = 0
-    for chunk in plan.chunks(dev.idf):
-        ota.write(handle, chunk)
+    for chunk in plan.chunks(dev.idf, header=final.type in (APP, BOOTLOADER)):
+        dev.ota.write(handle, chunk)
         written += len(chunk)
         if written - log.progress >= PROGRESS_STEP:
             log.progress = written
-    ota.end(handle)
-    log.enter("otadata")
-    ota.set_boot_partition(target)
+    _finish(dev, target, final, handle, plan, log)
     log.enter("bootloader")
     result = dev.boot()
     log.enter("confirm")
     if result.booted == target:
-        ota.mark_app_valid_cancel_rollback()
+        dev.ota.mark_app_valid_cancel_rollback()
     log.enter(AFTER)
 
 
 def resume_ota(dev: Device, target: Partition, plan: OtaPlan, progress: int) -> None:
     """The resumable esp_https_ota after a reboot: esp_ota_resume at the saved progress (from 0 when
     less than the header was saved), the rest of the image, esp_ota_end, set_boot_partition."""
-    ota = dev.ota
     start = progress if progress >= image_header_size(dev.idf) else 0
     if dev.flash_encryption_enabled:
         start &= ~0xF
-    if start:
-        handle = ota.resume(target, plan.erase_size(dev.idf), start)
-    else:
-        handle = ota.begin(target, plan.erase_size(dev.idf))
-    for chunk in plan.chunks(dev.idf, start):
-        ota.write(handle, chunk)
-    ota.end(handle)
-    ota.set_boot_partition(target)
+    handle, final = _begin(dev, target, plan, start)
+    for chunk in plan.chunks(dev.idf, start, header=final.type in (APP, BOOTLOADER)):
+        dev.ota.write(handle, chunk)
+    _finish(dev, target, final, handle, plan)
 
 
 @dataclass(frozen=True)
@@ -230,7 +252,7 @@ class Worker:
     def run(self) -> list[CutResult]:
         s = self.setup
         self.dev = ScratchDevice(self.flash, copy.deepcopy(s.settings), copy.deepcopy(s.state))
-        self.target = self.dev.partitions.find(s.target)
+        self.target = self.dev.find_partition(s.target)
         self.log = ScenarioLog(self.flash.op_count, self.flash)
         try:
             run_scenario(self.dev, self.target, s.plan, self.log)
@@ -322,7 +344,7 @@ class Worker:
     def _check_boot(self, dev: Device, boot: BootResult, failures: list[str]) -> str:
         booted = boot.booted
         if booted is None:
-            failures.append("no bootable app: the bootloader found nothing to boot")
+            failures.append(f"no bootable app: {boot.trace[-1] if boot.trace else 'the bootloader found nothing to boot'}")
             return "bricked"
         settings = dev.settings
         validated = not (settings.skip_validation_always or settings.skip_validation_on_power_on)
@@ -338,7 +360,10 @@ class Worker:
         return "other"
 
     def _check_otadata(self, dev: Device, failures: list[str]) -> None:
-        part = dev.partitions.otadata()
+        try:
+            part = dev.partitions.otadata()
+        except PartitionTableInvalid:
+            return  # no table, no otadata to check: the boot check has said the device is bricked
         if part is None:
             return
         entries = OtaData(dev.io, part).read()
@@ -379,6 +404,7 @@ class Report:
     results: list[CutResult]
     seconds: float
     replay_checked_against_https: bool
+    final: str | None = None  # the partition esp_ota_end copied the image to (finalize_with_copy)
 
     @property
     def bricked(self) -> int:
@@ -392,7 +418,7 @@ class Report:
         table: dict[str, dict[str, int]] = {}
         for phase in (*PHASES, AFTER):
             rows = [r for r in self.results if r.phase == phase]
-            if not rows and phase == AFTER:
+            if not rows and phase not in self.phase_operations:
                 continue
             table[phase] = {
                 "operations": self.phase_operations.get(phase, 0),
@@ -416,6 +442,7 @@ class Report:
         return {
             "image_size": self.image_size,
             "target": self.target,
+            "final": self.final,
             "old": self.old,
             "operations": self.operations,
             "seed": self.seed,
@@ -455,11 +482,14 @@ class Campaign:
         try:
             dev.power_on_if_needed()
             old = dev.running
-            target = dev.ota.get_next_update_partition(None)
+            target = dev.find_partition(plan.staging) if plan.staging else dev.ota.get_next_update_partition(None)
             if target is None:
                 raise EspError("ESP_ERR_NOT_FOUND", "the partition table has no OTA slot to update")
             otadata = dev.partitions.otadata()
             allowed = [(target.offset, target.end)]
+            if plan.final and plan.finalize_with_copy:
+                final = dev.find_partition(plan.final)
+                allowed.append((final.offset, final.end))
             if otadata is not None:
                 allowed.append((otadata.offset, otadata.end))
             start_active_ok = otadata is not None and get_active_otadata(OtaData(dev.io, otadata).read()) != -1
@@ -507,7 +537,7 @@ class Campaign:
         """``n`` cut points (seeded), in operation order: the few after the download first (otadata,
         bootloader and confirmation writes are where an OTA is most fragile), the rest drawn from it."""
         every = self.every_point()
-        download_end = self.phase_starts["otadata"]
+        download_end = self.phase_starts.get("copy", self.phase_starts["otadata"])
         rest = [p for p in every if p.index >= download_end][:n]
         download = [p for p in every if p.index < download_end]
         rng = random.Random(f"esp-ota-emu/sample/{self.seed}")
@@ -515,8 +545,9 @@ class Campaign:
         return sorted(drawn + rest, key=lambda p: (p.index, p.torn))
 
     def phase_operations(self) -> dict[str, int]:
-        bounds = [self.phase_starts[p] for p in PHASES] + [self.op_count]
-        return {p: bounds[i + 1] - bounds[i] for i, p in enumerate(PHASES)}
+        phases = [p for p in PHASES if p in self.phase_starts]
+        bounds = [self.phase_starts[p] for p in phases] + [self.op_count]
+        return {p: bounds[i + 1] - bounds[i] for i, p in enumerate(phases)}
 
     def run(self, points: Sequence[CutPoint], *, jobs: int = 1) -> Report:
         started = time.perf_counter()
@@ -534,6 +565,7 @@ class Campaign:
         return Report(
             len(self.plan.image), self.setup.target, self.setup.old, self.op_count, self.phase_operations(),
             self.seed, results, time.perf_counter() - started, self.replay_checked,
+            self.plan.final if self.plan.finalize_with_copy else None,
         )
 
 
@@ -580,7 +612,7 @@ def record_https_ota(device: Device, url: str, **https_options) -> tuple[OtaPlan
             recorder = OpRecorder()
             dev.flash.hooks.append(recorder)
             result = https_ota(dev, url, **https_options)
-            slot = dev.partitions.find(result.partition)
+            slot = dev.find_partition(result.partition)
             image = dev.io.read(slot, 0, result.bytes_written)
         finally:
             dev.close()
@@ -588,5 +620,8 @@ def record_https_ota(device: Device, url: str, **https_options) -> tuple[OtaPlan
         image,
         buffer_size=https_options.get("buffer_size", 0),
         bulk_flash_erase=bool(https_options.get("bulk_flash_erase", False)),
+        staging=https_options.get("staging"),
+        final=https_options.get("final"),
+        finalize_with_copy=bool(https_options.get("finalize_with_copy", False)),
     )
     return plan, recorder.ops

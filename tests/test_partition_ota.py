@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from esp_ota_emu.cli.main import cli
 from esp_ota_emu.device import Device
-from esp_ota_emu.errors import EspError, InputError
+from esp_ota_emu.errors import EXIT_NO_BOOTABLE, EspError, InputError
 from esp_ota_emu.faults import PowerCut
 from esp_ota_emu.https_ota import api
 from esp_ota_emu.partitions import PartitionTable
@@ -314,3 +314,27 @@ def test_an_app_for_the_factory_partition_is_copied_but_not_selected(realdata, t
     assert after[factory.offset : factory.offset + factory.size] == after[ota_1.offset : ota_1.offset + factory.size]
     assert after[factory.offset : factory.offset + len(v2)] == v2
     assert unchanged_except(before, after, (factory.offset, factory.size), (ota_1.offset, ota_1.size))
+
+
+@pytest.mark.parametrize("final, image_name", [("bootloader", "bootloader.bin"), ("partition_table", "table.bin")])
+def test_powercut_campaign_finds_the_brick_window_of_the_final_copy(merged_flash, new_bootloader, min_spiffs,
+                                                                     final, image_name):
+    """Every cut point of the update: the download and the verification are safe (the old app boots),
+    the copy is not. Cut after the final partition's erase (or during it) the device does not boot; a
+    program torn late enough may leave a whole image and boot."""
+    images = {"bootloader.bin": new_bootloader, "table.bin": min_spiffs}
+    with serve_files(images) as srv:
+        with Device.open(merged_flash, idf_release=V55):
+            pass  # the campaign follows the device's persisted release
+        out = CliRunner().invoke(cli, ["powercut", str(merged_flash), "--url", srv.url(image_name), "--cert-pem",
+                                       str(srv.tls.ca_pem), "--final", final, "--finalize-with-copy", "--json",
+                                       "--jobs", "1"])
+    assert out.exit_code == EXIT_NO_BOOTABLE, out.output
+    report = json.loads(out.output)
+    assert (report["target"], report["final"], report["replay_checked_against_https"]) == ("app1", final, True)
+    phases = report["phases"]
+    assert phases["copy"]["operations"] == 2  # one erase of the region, one program
+    assert phases["download"]["bricked"] == 0 and phases["download"]["old"] == phases["download"]["cut_points"]
+    assert report["bricked"] == phases["copy"]["bricked"] >= 2
+    assert {f["phase"] for f in report["failures"]} == {"copy"}
+    assert "--final" in report["failures"][0]["reproduce"]

@@ -23,8 +23,9 @@ def reproduction(argv_head: list[str], report: Report, index: int, torn: bool) -
 
 
 def print_report(report: Report, argv_head: list[str]) -> None:
+    copied = f", copied to '{report.final}'" if report.final else ""
     click.echo(
-        f"{report.operations} flash operations (OTA of {report.image_size} bytes into '{report.target}', "
+        f"{report.operations} flash operations (OTA of {report.image_size} bytes into '{report.target}'{copied}, "
         f"running '{report.old}'), {len(report.results)} cut points in {report.seconds:.1f} s"
     )
     if report.replay_checked_against_https:
@@ -59,6 +60,10 @@ def print_report(report: Report, argv_head: list[str]) -> None:
 @click.option("--allow-http", is_flag=True, help="Allow plain http:// (CONFIG_ESP_HTTPS_OTA_ALLOW_HTTP).")
 @click.option("--bulk-flash-erase", is_flag=True, help="esp_https_ota's bulk_flash_erase (erase the slot at begin).")
 @click.option("--buffer-size", type=int, default=0, help="esp_http_client buffer_size (reads are max(this, 1024), 289 before ESP-IDF v5.0).")
+@click.option("--staging", metavar="LABEL", help="v5.5 and newer: stage the image here instead of the next OTA slot.")
+@click.option("--final", metavar="LABEL",
+              help="v5.5 and newer: the partition the image is for (a label, or bootloader / partition_table).")
+@click.option("--finalize-with-copy", is_flag=True, help="With --final: esp_ota_end copies the image there.")
 @click.option("--every", is_flag=True, help="Every cut point: each operation cut cleanly and torn, and the end (the default).")
 @click.option("--samples", type=int, default=None, help="Only N cut points, drawn with the seed.")
 @click.option("--at", "at", type=int, default=None, help="Only the cut before operation K (see the report's reproductions).")
@@ -68,15 +73,15 @@ def print_report(report: Report, argv_head: list[str]) -> None:
 @click.option("--jobs", type=int, default=None, help="Worker processes (default: all cores).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (the summary) on stdout.")
 @device_options
-def powercut_cmd(flash, url, image_path, cert_pem, allow_http, bulk_flash_erase, buffer_size, every, samples, at, torn, seed,
-                 resume, jobs, as_json, open_device):
+def powercut_cmd(flash, url, image_path, cert_pem, allow_http, bulk_flash_erase, buffer_size, staging, final,
+                 finalize_with_copy, every, samples, at, torn, seed, resume, jobs, as_json, open_device):
     """Cut the power at each flash operation of an OTA, its reset and the app's confirmation; check it still boots.
 
     At each cut point the flash is put back to the start (undo log), the scenario runs until the power
     goes, the device powers on, and the invariants are checked: it boots a verified app (the old or the
-    new one), otadata still selects an app, nothing outside the target slot and otadata was written
-    (and with --resume the resumed OTA gives a byte-identical slot). Exit code 5 if any cut point
-    bricks the device, 1 if another invariant fails.
+    new one), otadata still selects an app, nothing outside the target slot and otadata (and the final
+    partition a copy goes to) was written (and with --resume the resumed OTA gives a byte-identical
+    slot). Exit code 5 if any cut point bricks the device, 1 if another invariant fails.
     """
     if (url is None) == (image_path is None):
         raise click.UsageError("give exactly one of --url and --image")
@@ -84,19 +89,20 @@ def powercut_cmd(flash, url, image_path, cert_pem, allow_http, bulk_flash_erase,
         raise click.UsageError("--torn needs --at")
     if sum((every, samples is not None, at is not None)) > 1:
         raise click.UsageError("give at most one of --every, --samples and --at")
+    partition = {"staging": staging, "final": final, "finalize_with_copy": finalize_with_copy}
     with open_device(flash, readonly=True) as dev:
         https_ops = None
         if url is not None:
             plan, https_ops = record_https_ota(
                 dev, url, cert_pem=cert_pem, allow_http=allow_http, bulk_flash_erase=bulk_flash_erase,
-                buffer_size=buffer_size,
+                buffer_size=buffer_size, **partition,
             )
         else:
             try:
                 image = Path(image_path).read_bytes()
             except OSError as err:
                 raise InputError(f"cannot read {image_path}: {err.strerror}") from None
-            plan = OtaPlan(image, buffer_size, bulk_flash_erase)
+            plan = OtaPlan(image, buffer_size, bulk_flash_erase, **partition)
         campaign = Campaign(dev, plan, seed=seed, resume=resume, https_ops=https_ops)
     with campaign:
         if at is not None:
@@ -114,6 +120,9 @@ def powercut_cmd(flash, url, image_path, cert_pem, allow_http, bulk_flash_erase,
     argv_head += ["--allow-http"] if allow_http else []
     argv_head += ["--bulk-flash-erase"] if bulk_flash_erase else []
     argv_head += ["--buffer-size", str(buffer_size)] if buffer_size else []
+    argv_head += ["--staging", staging] if staging else []
+    argv_head += ["--final", final] if final else []
+    argv_head += ["--finalize-with-copy"] if finalize_with_copy else []
     argv_head += ["--resume"] if resume else []
     if as_json:
         summary = report.to_json()
