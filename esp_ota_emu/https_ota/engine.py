@@ -603,8 +603,10 @@ class EspHttpsOta:
             error = err
         finally:
             self._cleanup()
+        self._final_type()  # read whatever happened before: a NULL final partition crashes the device here
         final = self.final
-        if error is None and self.state == SUCCESS and self.staging is not None and final is not None and final.is_app:
+        assert final is not None
+        if error is None and self.state == SUCCESS and self.staging is not None and final.is_app:
             try:
                 # only an OTA slot is made the boot partition (v5.5: never the factory app, whose
                 # selection would erase otadata), yet UPDATE_BOOT_PARTITION names any app final partition
