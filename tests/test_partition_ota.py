@@ -21,8 +21,10 @@ from esp_ota_emu.device import Device
 from esp_ota_emu.errors import EXIT_NO_BOOTABLE, EspError, InputError
 from esp_ota_emu.faults import PowerCut
 from esp_ota_emu.https_ota import api
+from esp_ota_emu.https_ota.config import HttpConfig, OtaConfig
+from esp_ota_emu.https_ota.engine import EspHttpsOta
 from esp_ota_emu.partitions import PartitionTable
-from esp_ota_emu.testserver import serve_files
+from esp_ota_emu.testserver import Faults, serve_files
 from helpers_flash import REPO, entry, make_flash, sample
 
 SLOT, SLOT_SIZE = 0x150000, 0x140000  # app1, the staging partition by default
@@ -338,3 +340,39 @@ def test_powercut_campaign_finds_the_brick_window_of_the_final_copy(merged_flash
     assert report["bricked"] == phases["copy"]["bricked"] >= 2
     assert {f["phase"] for f in report["failures"]} == {"copy"}
     assert "--final" in report["failures"][0]["reproduce"]
+
+
+def test_resumed_bootloader_update_reads_its_description_from_the_staging_partition(merged_flash, new_bootloader):
+    """ota_resumption with a final partition: esp_ota_resume, then esp_ota_set_final_partition (allowed
+    once bytes are written because it is a resumption); the advanced API's esp_https_ota_get_bootloader_img_desc
+    reads the 80-byte esp_bootloader_desc_t from the staging partition, and the copy runs at the end."""
+    with serve_files({"bootloader.bin": new_bootloader}, faults=Faults(drop_after=10_000)) as srv:
+        url = srv.url("bootloader.bin")
+        err, _ = run(merged_flash, url, srv.tls.ca_pem, resume=True, final="bootloader", finalize_with_copy=True)
+        assert err.esp_err == "ESP_FAIL"
+        srv.faults.drop_after = None
+        srv.requests.clear()
+        with Device.open(merged_flash) as dev:
+            written = dev.state.resume[url]["bytes_written"]
+            config = OtaConfig(HttpConfig(url, cert_pem=srv.tls.ca_pem.read_text()), ota_resumption=True,
+                               ota_image_bytes_written=written, final="bootloader", finalize_with_copy=True)
+            ota = EspHttpsOta(dev, config)
+            ota.begin()
+            desc = ota.get_img_desc()
+            while ota.perform():
+                pass
+            assert not ota.finish()  # no boot partition change
+        assert [r.range for r in srv.requests] == [f"bytes={written}-"]
+    assert desc == new_bootloader[32 : 32 + 80] and desc[0] == 0x50
+    assert merged_flash.read_bytes()[BOOTLOADER : BOOTLOADER + len(new_bootloader)] == new_bootloader
+
+
+def test_data_partition_has_no_image_description(merged_flash):
+    with serve_files({"nvs.bin": b"\x00" * 0x2000}) as srv, Device.open(merged_flash, idf_release=V55) as dev:
+        dev.power_on_if_needed()
+        ota = EspHttpsOta(dev, OtaConfig(HttpConfig(srv.url("nvs.bin"), cert_pem=srv.tls.ca_pem.read_text()),
+                                         final="nvs"))
+        ota.begin()
+        with pytest.raises(EspError, match="no image description in a partition of type 1"):
+            ota.get_img_desc()
+        ota.abort()
