@@ -212,6 +212,49 @@ def test_mutated_ota_images_never_write_outside_the_slot(device, app, edits, len
         rewind(dev, undo)
 
 
+# -- a mutated bootloader or partition table through a v5.5 final-partition update ------------------------------
+@pytest.fixture(scope="module")
+def finals(realdata) -> dict[str, bytes]:
+    return {
+        "bootloader": Blob((realdata / "esp-serial-flasher/hello-world_2025-08/ESP32/bootloader.bin").read_bytes()),
+        "partition_table": Blob((realdata / "partitions/arduino-esp32_upstream/min_spiffs.bin").read_bytes()),
+    }
+
+
+@FUZZ
+@given(final=st.sampled_from(["bootloader", "partition_table"]), edits=mutations(0xC00, 6, 0))
+def test_mutated_bootloaders_and_tables_are_copied_only_when_the_next_boot_accepts_them(device, finals, final, edits):
+    """Staged in app1 and copied by esp_ota_end: nothing outside app1 and the final region is written,
+    and what esp_ota_end lets through, the next reset reads: the ROM loads the bootloader, the
+    bootloader verifies the table. What it refuses leaves the final region as it was."""
+    dev, undo = device
+    image = mutate(finals[final], edits)
+    try:
+        dev.settings.idf_release = "v5.5.5"
+        ota = dev.ota
+        target, dest = ota.get_next_update_partition(None), dev.find_partition(final)
+        before = dev.flash.read(dest.offset, dest.size)
+        try:
+            handle = ota.begin(target, OTA_WITH_SEQUENTIAL_WRITES)
+            ota.set_final_partition(handle, dest, True)
+            for pos in range(0, len(image), 1024):
+                ota.write(handle, image[pos : pos + 1024])
+            ota.end(handle)
+            copied = True
+        except EspError:
+            copied = False
+        allowed = ((APP1, APP1 + SLOT_SIZE), (dest.offset, dest.end))
+        assert all(any(lo <= a and b <= hi for lo, hi in allowed) for a, b in undo.ranges())
+        stored = dev.flash.read(dest.offset, dest.size)
+        assert stored == (dev.flash.read(APP1, dest.size) if copied else before)
+        if not edits:
+            assert copied
+        trace = dev.boot().trace
+        assert not any(line.startswith(("2nd-stage bootloader", "Failed to verify partition table")) for line in trace)
+    finally:
+        rewind(dev, undo)
+
+
 # -- Secure Boot V2 signature blocks ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def signed(realdata):
