@@ -376,3 +376,25 @@ def test_data_partition_has_no_image_description(merged_flash):
         with pytest.raises(EspError, match="no image description in a partition of type 1"):
             ota.get_img_desc()
         ota.abort()
+
+
+def test_a_table_with_bootloader_and_table_entries_names_them(merged_flash, new_bootloader):
+    """ESP-IDF v5.5's gen_esp32part lists the primary bootloader and partition table as partitions
+    (types bootloader / partition_table, placed by its offsets): then those entries are the ones
+    esp_partition_find gives the app, under their own labels."""
+    csv = """PrimaryBTLDR, bootloader, primary, N/A, N/A,
+PrimaryPrtTable, partition_table, primary, N/A, N/A,
+nvs, data, nvs, 0x9000, 0x5000,
+otadata, data, ota, 0xe000, 0x2000,
+app0, app, ota_0, 0x10000, 0x140000,
+app1, app, ota_1, 0x150000, 0x140000,
+"""
+    table = PartitionTable.from_csv(csv, primary_bootloader_offset=BOOTLOADER)
+    flash = merged_flash
+    with Device.open(flash) as dev:
+        dev.flash.write_raw(TABLE, table.to_binary())
+    with serve_files({"bootloader.bin": new_bootloader}) as srv:
+        result, _ = run(flash, srv.url("bootloader.bin"), srv.tls.ca_pem, final="bootloader", finalize_with_copy=True)
+    assert (result.final, result.copied) == ("PrimaryBTLDR", True)
+    assert flash.read_bytes()[BOOTLOADER : BOOTLOADER + len(new_bootloader)] == new_bootloader
+    assert boot(flash).booted.label == "app0"
