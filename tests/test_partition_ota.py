@@ -398,3 +398,9 @@ app1, app, ota_1, 0x150000, 0x140000,
     assert (result.final, result.copied) == ("PrimaryBTLDR", True)
     assert flash.read_bytes()[BOOTLOADER : BOOTLOADER + len(new_bootloader)] == new_bootloader
     assert boot(flash).booted.label == "app0"
+
+
+def test_fleet_refuses_final_partition_updates(merged_flash):
+    out = CliRunner().invoke(cli, ["fleet", "--from", str(merged_flash), "--url", "https://127.0.0.1:1/b.bin",
+                                   "--devices", "2", "--final", "bootloader"])
+    assert out.exit_code == 2 and "a fleet rolls out apps to the next OTA slot" in out.output

@@ -77,6 +77,9 @@ def fleet_cmd(template, url, devices, concurrency, ramp, crash_share, seed, repo
         raise click.UsageError("--write-device K and -o FLASH go together")
     if write_device is not None and write_device >= devices:
         raise click.UsageError(f"--write-device {write_device}: devices are numbered 0 to {devices - 1}")
+    if ota_options["staging"] or ota_options["final"] or ota_options["finalize_with_copy"]:
+        raise click.UsageError("a fleet rolls out apps to the next OTA slot: --staging / --final / --finalize-with-copy "
+                               "are for 'ota' and 'powercut'")
     timing = TimingModel(
         bandwidth=parse_bandwidth(bandwidth) if bandwidth else None,
         rtt=rtt_ms / 1000,
