@@ -44,11 +44,11 @@ from .device import Device, DeviceSettings, DeviceState
 from .errors import EspError, InputError
 from .faults import CutInjector, OpRecorder, PowerCut, UndoLog, cut_rng, tear
 from .flash import Flash, FlashOp
+from .formats.partition_table import APP, BOOTLOADER
 from .idf_release import RESUMPTION_CHECKED, IdfRelease
 from .https_ota.api import https_ota
 from .https_ota.config import image_header_size, ota_begin_size, read_size
 from .otadata import OtaData, get_active_otadata
-from .formats.partition_table import APP, BOOTLOADER
 from .partitions import Partition, PartitionTableInvalid
 
 PHASES = ("download", "copy", "otadata", "bootloader", "confirm")  # "copy" only with finalize_with_copy
@@ -344,7 +344,8 @@ class Worker:
     def _check_boot(self, dev: Device, boot: BootResult, failures: list[str]) -> str:
         booted = boot.booted
         if booted is None:
-            failures.append(f"no bootable app: {boot.trace[-1] if boot.trace else 'the bootloader found nothing to boot'}")
+            why = boot.trace[-1] if boot.trace else "the bootloader found nothing to boot"
+            failures.append(f"no bootable app: {why}")
             return "bricked"
         settings = dev.settings
         validated = not (settings.skip_validation_always or settings.skip_validation_on_power_on)
