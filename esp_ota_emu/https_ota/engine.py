@@ -21,6 +21,8 @@ from ..formats.app_desc import (
     SPI_FLASH_MODE_OFFSET,
     spi_flash_mode_name,
 )
+from ..formats.bootloader_desc import BOOTLOADER_DESC_SIZE, ESP_BOOTLOADER_DESC_MAGIC_BYTE
+from ..formats.partition_table import APP, BOOTLOADER
 from ..idf_release import (
     ADD_AUTH_CHECKED,
     AUTH_RETRY_LIMIT,
@@ -49,8 +51,6 @@ from ..idf_release import (
     TLS13_KCONFIG,
     VERIFY_WITH_BUNDLE,
 )
-from ..formats.bootloader_desc import BOOTLOADER_DESC_SIZE, ESP_BOOTLOADER_DESC_MAGIC_BYTE
-from ..formats.partition_table import APP, BOOTLOADER
 from ..image.reader import describe_non_image
 from ..image.verify import chip_revision_problem
 from . import events as ev
