@@ -2,8 +2,9 @@
 
 The pipeline is ESP-IDF's: HTTP client reads (``max(buffer_size, 1024)`` bytes at a time, the first
 1024 bytes as the image header; 289 before v5.0) -> optional decrypt stage (``decrypt_cb``) -> ``esp_ota_write``
-through the device's :class:`~esp_ota_emu.ota_ops.OtaOps`, with the events ESP-IDF posts, in its
-order, and its errors. The device's ESP-IDF release (:mod:`esp_ota_emu.idf_release`) picks the
+through the device's :class:`~esp_ota_emu.ota_ops.OtaOps` into the next OTA slot (from v5.5 any staging
+partition, verified as its final partition's type and copied there if asked), with the events ESP-IDF
+posts, in its order, and its errors. The device's ESP-IDF release (:mod:`esp_ota_emu.idf_release`) picks the
 behaviour where releases differ (events, HEAD fallback, Range handling, 304/416, chip revision check,
 resumption, bulk erase size, redirects).
 """
