@@ -36,6 +36,7 @@ from .security.policy import SECURE_BOOT_VERSIONS, enable_secure_boot, sbv1_veri
 
 SIDECAR_SUFFIX = ".emu.json"
 SIDECAR_VERSION = 1
+DANGEROUS_WRITES = ("aborts", "fails", "allowed")  # CONFIG_SPI_FLASH_DANGEROUS_WRITE_ABORTS / _FAILS / _ALLOWED
 
 
 @dataclass
@@ -59,6 +60,7 @@ class DeviceSettings:
     factory_reset_data: str = "nvs"  # CONFIG_BOOTLOADER_DATA_FACTORY_RESET
     factory_reset_otadata: bool = False  # CONFIG_BOOTLOADER_OTA_DATA_ERASE
     app_test: bool = False  # CONFIG_BOOTLOADER_APP_TEST
+    dangerous_writes: str = "aborts"  # CONFIG_SPI_FLASH_DANGEROUS_WRITE: "aborts", "fails" or "allowed"
 
     def profile(self) -> BootloaderProfile:
         return BootloaderProfile(
@@ -110,7 +112,10 @@ class Device:
         self._verified: tuple[tuple, VerifyResult] | None = None  # the last esp_image_verify and its inputs
         self._chip = chip_by_name(settings.chip) if settings.chip else detect_chip(flash)
         self._efuses: Efuses | None = None
-        self.io = PartitionIO(flash, device_crypt(self.efuses))
+        # esp_flash's dangerous-write protection (RAM: on again after every reset); esp_ota_begin and
+        # esp_ota_set_final_partition turn it off for a bootloader or partition-table update (v5.5)
+        self.dangerous_write_protection = True
+        self.io = PartitionIO(flash, device_crypt(self.efuses), protect=self.check_dangerous_write)
 
     # -- opening, saving ------------------------------------------------------------------------
     @classmethod
@@ -134,6 +139,9 @@ class Device:
                 setattr(settings, key, value)
                 changed = True
         parse_release(settings.idf_release)  # refuses an unknown release before the flash is opened
+        if settings.dangerous_writes not in DANGEROUS_WRITES:
+            raise InputError(f"unknown dangerous-writes choice {settings.dangerous_writes!r} "
+                             f"(one of {', '.join(DANGEROUS_WRITES)})")
         if settings.secure_boot not in (None, *SECURE_BOOT_VERSIONS):
             raise InputError(f"unknown secure boot version {settings.secure_boot!r} (one of {', '.join(SECURE_BOOT_VERSIONS)})")
         dev = cls(Flash.open(path, readonly=readonly, strict=strict), settings, state)
@@ -399,6 +407,30 @@ class Device:
         labels = ", ".join(p.label for p in table.entries)
         raise InputError(f"no partition '{name}' (the table has {labels}; or name bootloader / partition_table)")
 
+    def check_dangerous_write(self, addr: int, length: int) -> None:
+        """esp_flash's check of an erase or write (esp_partition_main_flash_region_safe): the bootloader
+        and partition table (anything up to the table's end) and the running app are dangerous regions.
+        With CONFIG_SPI_FLASH_DANGEROUS_WRITE_ABORTS (the default) touching one aborts the app, with
+        _FAILS the operation returns ESP_ERR_INVALID_ARG, with _ALLOWED it goes ahead."""
+        if not self.dangerous_write_protection or self.settings.dangerous_writes == "allowed":
+            return
+        table_end = self.settings.partition_table_offset + 0xC00
+        running = self.running
+        if addr <= table_end:
+            what = f"0x{addr:x} lies in the bootloader and partition table region (up to 0x{table_end:x})"
+        elif running is not None and (running.offset <= addr < running.end or addr < running.offset < addr + length):
+            what = f"0x{addr:x}+0x{length:x} overlaps the running app '{running.label}'"
+        else:
+            return
+        if self.settings.dangerous_writes == "fails":
+            raise EspError("ESP_ERR_INVALID_ARG", f"flash write or erase refused: {what} "
+                                                  "(CONFIG_SPI_FLASH_DANGEROUS_WRITE_FAILS)")
+        raise EspError(
+            "ESP_ERR_NOT_SUPPORTED",
+            f"flash write or erase at {what}: with CONFIG_SPI_FLASH_DANGEROUS_WRITE_ABORTS (the default) the "
+            "device aborts here and resets (--dangerous-writes allowed lets it write)",
+        )
+
     # -- images ---------------------------------------------------------------------------------
     def verify_partition(
         self, p: Partition, *, load: bool = False, validate: bool = True, as_bootloader: bool = False
@@ -516,6 +548,7 @@ class Device:
         if self.settings.chip is None and self._chip is not None:
             self.settings.chip = self._chip.name  # the chip stays what it is if its bootloader is rewritten
         self._ota = None  # a reset loses every OTA in progress (its handles live in RAM)
+        self.dangerous_write_protection = True
         self._partitions = None  # and the table the app had loaded: the booted app reads it anew
         self.state.running = result.booted.label if result.booted else None
         self.state.boots += 1

@@ -7,7 +7,7 @@ such partitions go through the encryption engine and reads are decrypted, as thr
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 from .errors import EspError
 from .flash import SECTOR_SIZE, Flash
@@ -31,11 +31,17 @@ def forced_encrypted(p: Partition) -> bool:
 
 
 class PartitionIO:
-    """Partition-relative flash access with ESP-IDF's checks; ``crypt`` is set when flash encryption is on."""
+    """Partition-relative flash access with ESP-IDF's checks; ``crypt`` is set when flash encryption is on.
 
-    def __init__(self, flash: Flash, crypt: FlashCrypt | None = None):
+    ``protect(addr, length)``, when set, is esp_flash's check of every erase and write against the
+    regions it deems dangerous (see :meth:`Device.check_dangerous_write`); it raises to refuse.
+    """
+
+    def __init__(self, flash: Flash, crypt: FlashCrypt | None = None,
+                 protect: Callable[[int, int], None] | None = None):
         self.flash = flash
         self.crypt = crypt
+        self.protect = protect
 
     def encrypted(self, p: Partition) -> bool:
         return self.crypt is not None and forced_encrypted(p)
@@ -64,6 +70,8 @@ class PartitionIO:
         self._check(p, offset, len(data))
         if p.readonly:
             raise EspError("ESP_ERR_NOT_ALLOWED", f"partition '{p.label}' is read-only")
+        if self.protect is not None:
+            self.protect(p.offset + offset, len(data))
         if self.encrypted(p):
             if offset % 16 or len(data) % 16:
                 raise EspError("ESP_ERR_INVALID_SIZE", "encrypted writes must be 16-byte aligned")
@@ -78,6 +86,8 @@ class PartitionIO:
         self._check(p, offset, length)
         if p.readonly:
             raise EspError("ESP_ERR_NOT_ALLOWED", f"partition '{p.label}' is read-only")
+        if self.protect is not None:
+            self.protect(p.offset + offset, length)
         self.flash.erase_range(p.offset + offset, length)
 
     def copy(self, dest: Partition, dest_offset: int, src: Partition, src_offset: int, size: int) -> None:

@@ -199,6 +199,7 @@ class OtaOps:
         registers_first = self.dev.idf.has(BEGIN_REGISTERS_FIRST)
         if registers_first:
             self._handles[h.handle] = h  # esp_ota_init_entry: a failed erase below leaves it registered
+        self._allow_dangerous_writes(partition)
         if image_size != OTA_WITH_SEQUENTIAL_WRITES:
             if image_size in (0, OTA_SIZE_UNKNOWN):
                 erase = partition.size
@@ -235,6 +236,7 @@ class OtaOps:
             resumption=True,
         )
         self._handles[h.handle] = h
+        self._allow_dangerous_writes(partition)
         if image_offset >= 24:
             self._follow_sha256(partition, self.dev.io.read(partition, 0, 24))
         return h.handle
@@ -311,6 +313,13 @@ class OtaOps:
             raise EspError("ESP_ERR_INVALID_STATE", "the final partition must be set before anything is written")
         if final != it.partition:
             it.final, it.finalize_with_copy = final, finalize_with_copy
+            self._allow_dangerous_writes(final)
+
+    def _allow_dangerous_writes(self, partition: Partition) -> None:
+        """esp_flash_set_dangerous_write_protection(false) for an update of the bootloader or the partition
+        table (v5.5): it stays off until the next reset."""
+        if partition.type in (BOOTLOADER, PARTITION_TABLE):
+            self.dev.dangerous_write_protection = False
 
     def end(self, handle: int) -> None:
         """esp_ota_end(): flush the FE cache, verify the whole image in the slot as its final partition's

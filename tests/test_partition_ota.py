@@ -404,3 +404,37 @@ def test_fleet_refuses_final_partition_updates(merged_flash):
     out = CliRunner().invoke(cli, ["fleet", "--from", str(merged_flash), "--url", "https://127.0.0.1:1/b.bin",
                                    "--devices", "2", "--final", "bootloader"])
     assert out.exit_code == 2 and "a fleet rolls out apps to the next OTA slot" in out.output
+
+
+@pytest.mark.parametrize("dangerous_writes, esp_err", [("aborts", "ESP_ERR_NOT_SUPPORTED"),
+                                                       ("fails", "ESP_ERR_INVALID_ARG"), ("allowed", None)])
+def test_copying_over_the_running_app_meets_the_dangerous_write_protection(merged_flash, realdata,
+                                                                            dangerous_writes, esp_err):
+    """Nothing stops an app from naming its own partition as the final one, but esp_flash guards the
+    running app: the copy's erase aborts the app by default, fails with _FAILS, and only with
+    CONFIG_SPI_FLASH_DANGEROUS_WRITE_ALLOWED overwrites it (then app1, the staging slot, is selected)."""
+    v2 = sample("v2")
+    with Device.open(merged_flash, dangerous_writes=dangerous_writes):
+        pass
+    before = merged_flash.read_bytes()
+    with serve_files({"v2.bin": v2}) as srv:
+        result, events = run(merged_flash, srv.url("v2.bin"), srv.tls.ca_pem, final="app0", finalize_with_copy=True)
+    after = merged_flash.read_bytes()
+    if esp_err is not None:
+        assert isinstance(result, EspError) and result.esp_err == esp_err
+        assert "overlaps the running app 'app0'" in result.message
+        assert unchanged_except(before, after, (SLOT, SLOT_SIZE))
+        assert after[SLOT : SLOT + len(v2)] == v2
+    else:
+        assert result.copied and result.boot_partition_updated
+        assert events[-2] == "ESP_HTTPS_OTA_UPDATE_BOOT_PARTITION"
+        assert after[0x10000 : 0x10000 + len(v2)] == v2
+        assert boot(merged_flash).booted.label == "app1"
+
+
+def test_a_bootloader_update_lifts_the_dangerous_write_protection_until_the_next_reset(merged_flash, new_bootloader):
+    with serve_files({"bootloader.bin": new_bootloader}) as srv, Device.open(merged_flash, idf_release=V55) as dev:
+        dev.https_ota(srv.url("bootloader.bin"), cert_pem=srv.tls.ca_pem, final="bootloader")
+        assert not dev.dangerous_write_protection  # esp_ota_set_final_partition turned it off
+        dev.boot()
+        assert dev.dangerous_write_protection

@@ -206,11 +206,25 @@ def overlapping_slots(flash) -> None:
     flash.write_bytes(bytes(data))
 
 
-def test_overlapping_slots_brick_and_the_report_says_how_to_reproduce(flash, image, tmp_path):
+def test_overlapping_slots_abort_the_update_by_default(flash, image, tmp_path):
+    """esp_flash's dangerous-write protection covers the running app: the first erase of a slot that
+    overlaps it aborts the app (CONFIG_SPI_FLASH_DANGEROUS_WRITE_ABORTS), before anything is written."""
     overlapping_slots(flash)
     app = tmp_path / "app.bin"
     app.write_bytes(image)
-    result = run_cli("powercut", flash, "--image", app, "--samples", 12, "--json", "--jobs", 1)
+    result = run_cli("powercut", flash, "--image", app, "--samples", 12)
+    assert result.exit_code == 1
+    assert "the update fails even without a power cut" in result.output
+    assert "overlaps the running app 'app0'" in result.output and "aborts here and resets" in result.output
+
+
+def test_overlapping_slots_brick_and_the_report_says_how_to_reproduce(flash, image, tmp_path):
+    """With CONFIG_SPI_FLASH_DANGEROUS_WRITE_ALLOWED the same layout bricks: what the checker finds."""
+    overlapping_slots(flash)
+    app = tmp_path / "app.bin"
+    app.write_bytes(image)
+    result = run_cli("powercut", flash, "--image", app, "--samples", 12, "--json", "--jobs", 1,
+                     "--dangerous-writes", "allowed")
     assert result.exit_code == EXIT_NO_BOOTABLE, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert summary["bricked"] > 0 and summary["cut_points"] == 12
@@ -248,7 +262,8 @@ def test_text_report_lists_the_first_failures_and_counts_the_rest(flash, image, 
     overlapping_slots(flash)
     app = tmp_path / "app.bin"
     app.write_bytes(image)
-    result = run_cli("powercut", flash, "--image", app, "--samples", 40, "--bulk-flash-erase", "--jobs", 1)
+    result = run_cli("powercut", flash, "--image", app, "--samples", 40, "--bulk-flash-erase", "--jobs", 1,
+                     "--dangerous-writes", "allowed")
     assert result.exit_code == EXIT_NO_BOOTABLE
     lines = result.output.splitlines()
     assert sum(line.startswith("FAIL op ") for line in lines) == 20

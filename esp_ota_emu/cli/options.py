@@ -7,7 +7,7 @@ import json
 
 import click
 
-from ..device import Device
+from ..device import DANGEROUS_WRITES, Device
 from ..security.policy import SECURE_BOOT_VERSIONS
 
 
@@ -51,6 +51,9 @@ def device_options(func):
                   help="CONFIG_BOOTLOADER_OTA_DATA_ERASE: a factory reset also erases otadata.")
     @click.option("--app-test/--no-app-test", default=None,
                   help="CONFIG_BOOTLOADER_APP_TEST: a test-app pin is wired (boot --hold-test-pin).")
+    @click.option("--dangerous-writes", type=click.Choice(DANGEROUS_WRITES), default=None,
+                  help="CONFIG_SPI_FLASH_DANGEROUS_WRITE: what the app's flash writes to the bootloader, the partition "
+                       "table or the running app do (default: aborts, as ESP-IDF's).")
     @click.option("--efuse-secure-version", default=None, type=int, help="The anti-rollback eFuse value.")
     @click.option("--secure-boot", type=click.Choice(SECURE_BOOT_VERSIONS), default=None,
                   help="Bootloader and app built with Secure Boot V1 (ESP32 ECDSA-signed apps) or V2; enables it in eFuse.")
@@ -68,7 +71,8 @@ def device_options(func):
     @functools.wraps(func)
     def wrapper(*args, chip, chip_rev, idf_release, partition_table_offset, rollback, anti_rollback,
                 skip_validation_on_power_on, skip_validation_always, factory_reset, factory_reset_data,
-                factory_reset_otadata, app_test, efuse_secure_version, secure_boot, signed_on_update_no_secure_boot,
+                factory_reset_otadata, app_test, dangerous_writes, efuse_secure_version, secure_boot,
+                signed_on_update_no_secure_boot,
                 secure_boot_keys, flash_encryption_key, flash_encryption, efuse_file, **kwargs):
         settings = dict(
             chip=chip,
@@ -83,6 +87,7 @@ def device_options(func):
             factory_reset_data=factory_reset_data,
             factory_reset_otadata=factory_reset_otadata,
             app_test=app_test,
+            dangerous_writes=dangerous_writes,
             efuse_secure_version=efuse_secure_version,
             secure_boot=secure_boot,
             signed_on_update_no_secure_boot=signed_on_update_no_secure_boot,
