@@ -96,7 +96,7 @@ class PartitionIO:
         64 KiB pieces (ESP-IDF writes as much as its free MMU pages map at once)."""
         if src == dest:
             raise EspError("ESP_ERR_INVALID_ARG", "esp_partition_copy: source and destination are the same partition")
-        if src_offset > src.size or dest_offset > dest.size or src_offset + size > src.size or dest_offset + size > dest.size:
+        if src_offset + size > src.size or dest_offset + size > dest.size:
             raise EspError(
                 "ESP_ERR_INVALID_SIZE",
                 f"cannot copy 0x{size:x} bytes from '{src.label}' (0x{src.size:x} bytes) to '{dest.label}' "
