@@ -23,6 +23,7 @@ from .errors import EspError, InputError
 from .esp_partition import PartitionIO
 from .flash import SECTOR_SIZE, Flash
 from .formats.app_desc import APP_DESC_OFFSET, APP_DESC_SIZE
+from .formats.partition_table import BOOTLOADER, PARTITION_TABLE, TABLE_MAX_LEN
 from .idf_release import DEFAULT as DEFAULT_RELEASE
 from .idf_release import IdfRelease, parse_release
 from .image import VerifyResult, parse_image, verify_image
@@ -272,9 +273,9 @@ class Device:
         """The partition table on flash now, read the way the bootloader reads it (MD5 optional);
         raises PartitionTableInvalid when esp_partition_table_verify() refuses it."""
         off = self.settings.partition_table_offset
-        if off + 0xC00 > self.flash.size:
+        if off + TABLE_MAX_LEN > self.flash.size:
             raise InputError(f"the flash ({self.flash.size} bytes) ends before a partition table at 0x{off:x}")
-        raw = self.flash.read(off, 0xC00)
+        raw = self.flash.read(off, TABLE_MAX_LEN)
         if self.io.crypt is not None:  # the bootloader reads the table through the cache: decrypted
             raw = self.io.crypt.decrypt(off, raw)
         return PartitionTable.from_binary(raw, reader="bootloader", chip_size=self.flash.size, offset=off)
@@ -374,12 +375,12 @@ class Device:
         if self._chip is None:
             return None
         offset = self._chip.bootloader_offset
-        return Partition("bootloader", 0x02, 0x00, offset, self.settings.partition_table_offset - offset, 0x1)
+        return Partition("bootloader", BOOTLOADER, 0x00, offset, self.settings.partition_table_offset - offset, 0x1)
 
     def partition_table_region(self) -> Partition:
         """The primary partition table as a partition (ESP-IDF v5.5's ``partition_table`` type): the
         ESP_PARTITION_TABLE_SIZE (4 KiB) sector at the table offset."""
-        return Partition("partition_table", 0x03, 0x00, self.settings.partition_table_offset, SECTOR_SIZE, 0x1)
+        return Partition("partition_table", PARTITION_TABLE, 0x00, self.settings.partition_table_offset, SECTOR_SIZE, 0x1)
 
     def find_partition(self, name: str) -> Partition:
         """The partition an app hands esp_https_ota as ``partition.staging`` or ``partition.final``: the
@@ -390,7 +391,8 @@ class Device:
         found = table.find(name)
         if found is not None:
             return found
-        regions = {"bootloader": (0x02, self.bootloader_region), "partition_table": (0x03, self.partition_table_region)}
+        regions = {"bootloader": (BOOTLOADER, self.bootloader_region),
+                   "partition_table": (PARTITION_TABLE, self.partition_table_region)}
         if name in regions:
             ptype, region = regions[name]
             entry = table.find_first(ptype, 0x00)
@@ -414,11 +416,10 @@ class Device:
         _FAILS the operation returns ESP_ERR_INVALID_ARG, with _ALLOWED it goes ahead."""
         if not self.dangerous_write_protection or self.settings.dangerous_writes == "allowed":
             return
-        table_end = self.settings.partition_table_offset + 0xC00
-        running = self.running
+        table_end = self.settings.partition_table_offset + TABLE_MAX_LEN
         if addr <= table_end:
             what = f"0x{addr:x} lies in the bootloader and partition table region (up to 0x{table_end:x})"
-        elif running is not None and (running.offset <= addr < running.end or addr < running.offset < addr + length):
+        elif (running := self.running) is not None and running.offset < addr + length and addr < running.end:
             what = f"0x{addr:x}+0x{length:x} overlaps the running app '{running.label}'"
         else:
             return
@@ -580,7 +581,8 @@ _EFUSE_ACTIONS = ("efuse_file", "flash_encryption_key", "secure_boot_keys", "fla
 @functools.lru_cache(maxsize=16)
 def _verify_bootloader_image(image: bytes, offset: int, chip: str, chip_rev: int, disable_wafer_version_major: bool):
     """esp_image_verify of a bootloader region's bytes, remembered: every reset checks the bootloader,
-    and fleets and power-cut campaigns reset thousands of devices that share one."""
+    and fleets and power-cut campaigns reset thousands of devices that share one. The bytes are put
+    back at their flash offset so that the reasons name it."""
     return verify_image(bytes(offset) + image, offset, len(image), chip=chip, chip_rev=chip_rev, is_bootloader=True,
                         disable_wafer_version_major=disable_wafer_version_major)
 

@@ -11,6 +11,7 @@ from typing import Callable, Protocol
 
 from .errors import EspError
 from .flash import SECTOR_SIZE, Flash
+from .formats.partition_table import APP, BOOTLOADER, DATA, PARTITION_TABLE
 from .partitions import Partition
 
 _COPY_PIECE = 0x10000  # one MMU page
@@ -27,7 +28,7 @@ class FlashCrypt(Protocol):
 def forced_encrypted(p: Partition) -> bool:
     """With flash encryption on, ESP-IDF treats app, bootloader, partition table, otadata and nvs_keys
     partitions as encrypted."""
-    return p.type in (0x00, 0x02, 0x03) or (p.type == 0x01 and p.subtype in (0x00, 0x04)) or p.encrypted
+    return p.type in (APP, BOOTLOADER, PARTITION_TABLE) or (p.type == DATA and p.subtype in (0x00, 0x04)) or p.encrypted
 
 
 class PartitionIO:

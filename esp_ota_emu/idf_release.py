@@ -96,7 +96,7 @@ REWRITE_KEEPS_SELECTED_SLOT = Change(
     "esp_ota_set_boot_partition of the slot otadata already selects rewrites the same sector, same seq", ("6.0",)
 )
 OTA_ALREADY_IN_PROGRESS = Change(
-    "esp_ota_begin and esp_ota_resume refuse a partition that an unfinished OTA is writing "
+    "esp_ota_begin and esp_ota_resume refuse a partition that an unfinished OTA is writing or will copy to "
     "(ESP_ERR_OTA_ALREADY_IN_PROGRESS)",
     ("6.1",),
 )

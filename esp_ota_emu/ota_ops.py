@@ -272,8 +272,7 @@ class OtaOps:
                     "ESP_ERR_OTA_VALIDATE_FAILED",
                     f"OTA image has invalid magic byte (expected 0xE9, saw 0x{data[0]:02x})",
                 )
-            magic = int.from_bytes(bytes(data[:2]), "little") if final_type == PARTITION_TABLE else ENTRY_MAGIC
-            if magic != ENTRY_MAGIC:
+            if final_type == PARTITION_TABLE and (magic := int.from_bytes(bytes(data[:2]), "little")) != ENTRY_MAGIC:
                 raise EspError(
                     "ESP_ERR_OTA_VALIDATE_FAILED",
                     f"partition table image has invalid magic word (expected 0x50AA, saw 0x{magic:04x})",

@@ -387,7 +387,7 @@ class EspHttpsOta:
             return
         if not events_first:
             self.post(ev.VERIFY_CHIP_REVISION, min_rev)
-        app = self._final_type() == APP
+        app = self._final().type == APP
         problem = chip_revision_problem(
             min_rev, int.from_bytes(data[17:19], "little"), self.dev.chip_rev,
             check_max=not self.dev.disable_wafer_version_major and (app or not events_first),
@@ -432,7 +432,7 @@ class EspHttpsOta:
             self.dev.ota.write(self.handle, data)
             self.binary_file_len += len(data)
         except EspError as err:
-            if self.binary_file_len == 0 and data[:1] != b"\xe9" and self._final_type() in (APP, BOOTLOADER):
+            if self.binary_file_len == 0 and data[:1] != b"\xe9" and self._final().type in (APP, BOOTLOADER):
                 err = EspError(err.esp_err, f"{err.message}: {_server_sent(data)}")
             error = err
         if error is None and self._on_event is not None:
@@ -466,7 +466,7 @@ class EspHttpsOta:
             self.handle = self.dev.ota.begin(staging, erase_size)
             self._set_final_partition()
             self.state = IN_PROGRESS
-            if self._final_type() not in (APP, BOOTLOADER):
+            if self._final().type not in (APP, BOOTLOADER):
                 return True  # no header to check: the body is written as it comes
             if self.binary_file_len:  # get_img_desc read the header
                 data, self.buffer, self.binary_file_len = self.buffer, b"", 0
@@ -533,15 +533,15 @@ class EspHttpsOta:
             assert self.handle is not None
             self.dev.ota.set_final_partition(self.handle, self.final, self.finalize_with_copy)
 
-    def _final_type(self) -> int:
-        """``handle->partition.final->type``, which crashes the device when the final partition is NULL."""
+    def _final(self) -> Partition:
+        """``handle->partition.final``, whose use crashes the device when it is NULL."""
         if self.final is None:
             raise EspError(
                 "ESP_FAIL",
                 "the staging and final partitions are the same partition: esp_https_ota then leaves its final "
                 "partition NULL and the device crashes here (LoadProhibited) and resets; give only the staging one",
             )
-        return self.final.type
+        return self.final
 
     def get_image_len_read(self) -> int:
         """``esp_https_ota_get_image_len_read``: image bytes written to the slot so far."""
@@ -567,7 +567,7 @@ class EspHttpsOta:
             raise EspError("ESP_ERR_NOT_SUPPORTED", "the image description cannot be read from an encrypted image")
         if self.state < BEGIN:
             raise EspError("ESP_ERR_INVALID_STATE", "esp_https_ota_get_img_desc: begin did not succeed")
-        final_type = self._final_type()
+        final_type = self._final().type
         if final_type not in (APP, BOOTLOADER):
             raise EspError("ESP_FAIL", f"no image description in a partition of type {final_type} (not supported)")
         size = APP_DESC_SIZE if final_type == APP else BOOTLOADER_DESC_SIZE
@@ -604,9 +604,7 @@ class EspHttpsOta:
             error = err
         finally:
             self._cleanup()
-        self._final_type()  # read whatever happened before: a NULL final partition crashes the device here
-        final = self.final
-        assert final is not None
+        final = self._final()  # read whatever happened before: a NULL final partition crashes the device here
         if error is None and self.state == SUCCESS and self.staging is not None and final.is_app:
             try:
                 # only an OTA slot is made the boot partition (v5.5: never the factory app, whose

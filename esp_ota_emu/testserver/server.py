@@ -209,11 +209,11 @@ class _Handler(BaseHTTPRequestHandler):
             hops, path = int(match.group(1)), match.group(2)
         if hops > 0:
             location = f"/_redirect/{hops - 1}{path}"
-            if faults.redirect_host:
-                scheme = "https" if owner.tls is not None else "http"
-                location = f"{scheme}://{faults.redirect_host}:{owner.port}{location}"
             if faults.redirect_location is not None:
                 location = faults.redirect_location
+            elif faults.redirect_host:
+                scheme = "https" if owner.tls is not None else "http"
+                location = f"{scheme}://{faults.redirect_host}:{owner.port}{location}"
             return self._simple(faults.redirect_status, head, {"Location": location} if location else {})
         content = owner.files.get(path.lstrip("/"))
         if content is None:
