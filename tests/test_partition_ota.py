@@ -441,3 +441,19 @@ def test_a_bootloader_update_lifts_the_dangerous_write_protection_until_the_next
         assert not dev.dangerous_write_protection  # esp_ota_set_final_partition turned it off
         dev.boot()
         assert dev.dangerous_write_protection
+
+
+def test_the_table_and_bootloader_region_is_guarded_unless_an_update_of_it_lifts_the_guard(merged_flash, min_spiffs):
+    """An app writing the partition table on its own (esp_partition_write on a registered table
+    partition) meets esp_flash's guard; esp_ota_begin of a partition-table partition lifts it."""
+    with Device.open(merged_flash, idf_release=V55) as dev:
+        dev.power_on_if_needed()
+        table = dev.find_partition("partition_table")
+        before = merged_flash.read_bytes()
+        with pytest.raises(EspError, match="lies in the bootloader and partition table region"):
+            dev.io.erase_range(table, 0, 0x1000)
+        assert merged_flash.read_bytes() == before
+        handle = dev.ota.begin(table, len(min_spiffs))  # bulk erase of the table sector: allowed now
+        dev.ota.write(handle, min_spiffs)
+        dev.ota.end(handle)
+    assert merged_flash.read_bytes()[TABLE : TABLE + len(min_spiffs)] == min_spiffs
