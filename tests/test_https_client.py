@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import socket
+import ssl
+import threading
+import time
 
 import pytest
 
 from esp_ota_emu.errors import EspError
-from esp_ota_emu.https_ota.client import HttpClient, mbedtls_name_matches
+from esp_ota_emu.https_ota.client import HttpClient, mbedtls_name_matches, ssl_context
 from esp_ota_emu.https_ota.config import HttpConfig
 from esp_ota_emu.idf_release import parse_release
 from esp_ota_emu.testserver import Faults, TlsFiles, make_ca, make_cert, serve_files
@@ -233,3 +237,60 @@ def test_connection_refused():
     with serve_files({"a.bin": DATA}, tls=False) as srv:
         url = srv.url("a.bin")
     assert "could not connect" in _connect_error(url, timeout_ms=500)
+
+
+def _tls_server(pki, records: list[bytes], then: bytes = b""):
+    """A one-connection TLS server on loopback: it sends each of ``records`` with its own write (one TLS
+    record each), then ``then`` as raw bytes on the TCP connection, past TLS, and waits for the client
+    to go away."""
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(pki / "good.pem", pki / "good.key")
+    listener = socket.create_server(("127.0.0.1", 0))
+    sent = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with server_context.wrap_socket(conn, server_side=True) as tls:
+            for record in records:
+                tls.sendall(record)
+            socket.socket.sendall(tls, then)
+            sent.set()
+            try:
+                tls.recv(1)
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, sent, thread
+
+
+def _receive_all_sent(pki, records: list[bytes], then: bytes = b""):
+    """Connect as the device does, wait until everything the server sends is in the socket buffer,
+    then yield the TLS socket."""
+    listener, sent, thread = _tls_server(pki, records, then)
+    context = ssl_context(HttpConfig(url="https://127.0.0.1/", cert_pem=(pki / "ca.pem").read_text()))
+    with listener, socket.create_connection(listener.getsockname()) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            assert sent.wait(5)
+            time.sleep(0.05)  # loopback: every byte has arrived
+            yield tls
+    thread.join(5)
+
+
+def test_a_receive_takes_every_record_that_has_arrived(pki):
+    """One receive returns all TLS records already there (up to the size asked for), not one record."""
+    records = [bytes([i]) * 1000 for i in range(20)]
+    for tls in _receive_all_sent(pki, records):
+        assert tls.recv(5500) == b"".join(records)[:5500]  # six records, the last one cut
+        assert tls.recv(1 << 20) == b"".join(records)[5500:]
+
+
+def test_an_error_after_some_records_comes_with_the_next_receive(pki):
+    """A broken record met while taking more records: the bytes read so far first, then the error."""
+    records = [bytes([i]) * 1000 for i in range(5)]
+    forged = bytes([0x17, 0x03, 0x03, 0x00, 0x20]) + bytes(0x20)  # application data that fails its MAC
+    for tls in _receive_all_sent(pki, records, forged):
+        assert tls.recv(1 << 20) == b"".join(records)
+        with pytest.raises(ssl.SSLError, match="BAD_RECORD_MAC|DECRYPTION_FAILED"):
+            tls.recv(1 << 20)
