@@ -16,6 +16,7 @@ each device stores of its own (the floor: the 1 MB image plus otadata).
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -35,8 +36,6 @@ from bench_ota import APP, MERGED, grow_image  # noqa: E402
 from esp_ota_emu.device import DeviceSettings, DeviceState  # noqa: E402
 from esp_ota_emu.fleet import FleetConfig, FlashTemplate, run_fleet  # noqa: E402
 from esp_ota_emu.fleet.runner import rss_anon  # noqa: E402
-from esp_ota_emu.https_ota.client import ssl_context  # noqa: E402
-from esp_ota_emu.https_ota.config import HttpConfig  # noqa: E402
 
 IMAGE_SIZE = 1 << 20
 
@@ -72,8 +71,10 @@ def baseline(url: str, ca: str, count: int) -> tuple[float, int]:
     together = AllAtOnce(count)
 
     def download():
-        # the TLS setup a device gets (root CA, TLS 1.2), then a streaming download thrown away
-        context = ssl_context(HttpConfig(url=url, cert_pem=ca))
+        # the TLS settings a device has (root CA, TLS 1.2) in a plain SSLContext (not the emulator's,
+        # whose socket takes several TLS records per receive), then a streaming download thrown away
+        context = ssl.create_default_context(cadata=ca)
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
         with httpx.Client(verify=context, timeout=60) as client, client.stream("GET", url) as response:
             for _ in response.iter_raw():
                 pass
