@@ -245,6 +245,12 @@ HEAD_FALLBACK = Change(
     "length is an error (before: ESP_FAIL; without a length the whole body came in one GET)",
     ("6.0",),
 )
+REDIRECT_COUNTED = Change(
+    "esp_http_client_set_redirection counts the redirect in redirect_counter, which esp_http_client_add_auth "
+    "checks against max_authorization_retries (before: only esp_http_client_perform counted redirects, so "
+    "esp_https_ota's own redirects used up no authorization retries)",
+    ("5.0.2",),
+)
 PERFORM_REDIRECT_CHECKED = Change(
     "esp_http_client_perform (the partial download's HEAD) stops at a redirect it cannot follow (no Location, or "
     "one http_parser cannot parse, such as a relative path without a leading /); in v5.0.1 through "

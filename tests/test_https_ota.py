@@ -28,7 +28,7 @@ from esp_ota_emu.image import parse_image
 from esp_ota_emu.https_ota import api
 from esp_ota_emu.https_ota.config import HttpConfig, OtaConfig
 from esp_ota_emu.https_ota.client import request_writes
-from esp_ota_emu.https_ota.engine import EspHttpsOta
+from esp_ota_emu.https_ota.engine import EMULATOR_REDIRECT_LIMIT, EspHttpsOta
 from esp_ota_emu.testserver import Faults, serve_files
 from helpers_flash import real_app, rehash
 
@@ -824,10 +824,52 @@ def test_unparsable_location_per_path(flash, app):
     assert head.esp_err == "ESP_FAIL" and "'app.bin'" in head.message
 
 
-def test_endless_redirects_stop(flash, app):
+# v4.4.7's esp_http_client does not count these redirects, and its esp_https_ota() says ESP_FAIL for any failed begin
+@pytest.mark.parametrize("idf_release,esp_err", [("newest", "ESP_ERR_HTTP_MAX_REDIRECT"), ("v4.4.7", "ESP_FAIL")])
+def test_endless_redirects_stop(flash, app, idf_release, esp_err):
     with serve_files({"app.bin": app}, faults=Faults(redirects=10_000, redirect_host="localhost")) as srv:
-        err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release="newest")
-    assert err.esp_err == "ESP_ERR_HTTP_MAX_REDIRECT"
+        err, _ = run(flash, srv.url("app.bin"), srv.tls.ca_pem, idf_release=idf_release)
+        assert len(srv.requests) == EMULATOR_REDIRECT_LIMIT + 1
+    assert err.esp_err == esp_err and f"{EMULATOR_REDIRECT_LIMIT} redirects in a row" in err.message
+
+
+@pytest.mark.parametrize("idf_release,esp_err,ends", [
+    ("v4.4.7", None, "authorized"),  # the redirect is not counted: one authorization retry is left
+    ("v5.0.1", None, "authorized"),
+    ("v5.0.2", "ESP_FAIL", "forever"),  # counted: add_auth gives up, esp_https_ota asks again without it
+    ("v5.1", "ESP_FAIL", "max_authorization_retries"),  # ... until its own count of 401s runs out
+    ("v5.5", "ESP_FAIL", "max_authorization_retries"),  # add_auth's refusal ends the OTA at once
+])
+def test_a_redirect_uses_up_an_authorization_retry_from_v5_0_2(flash, app, idf_release, esp_err, ends):
+    """esp_http_client keeps one redirect_counter for redirects and 401 retries. From v5.0.2 its
+    set_redirection counts the redirects esp_https_ota follows, so with max_authorization_retries 1 a
+    redirect to a server that asks for a password leaves no retry to answer it."""
+    with serve_files({"app.bin": app}, auth=("ota", "s3cret")) as protected:
+        tls = protected.tls
+        with serve_files({"app.bin": app}, tls=tls,
+                         faults=Faults(redirects=1, redirect_location=protected.url("app.bin"))) as front:
+            result, _ = run(flash, front.url("app.bin"), tls.ca_pem, idf_release=idf_release,
+                            username="ota", password="s3cret", max_authorization_retries=1)
+            assert [r.status for r in front.requests] == [302]
+            seen = [(r.status, r.header("Authorization") is not None) for r in protected.requests]
+    if esp_err is None:
+        assert seen == [(401, False), (200, True)] and result.boot_partition_updated
+    else:
+        assert isinstance(result, EspError) and result.esp_err == esp_err and ends in result.message
+        assert all(seen_one == (401, False) for seen_one in seen)
+
+
+def test_cli_max_authorization_retries(flash, app):
+    """--max-authorization-retries reaches esp_http_client: 1 is used up by the redirect (v5.5), 2 is not."""
+    with serve_files({"app.bin": app}, auth=("ota", "s3cret")) as protected:
+        with serve_files({"app.bin": app}, tls=protected.tls,
+                         faults=Faults(redirects=1, redirect_location=protected.url("app.bin"))) as front:
+            command = ["ota", str(flash), "--url", front.url("app.bin"), "--cert-pem", str(protected.tls.ca_pem),
+                       "--username", "ota", "--password", "s3cret", "--idf-release", "v5.5"]
+            refused = CliRunner().invoke(cli, [*command, "--max-authorization-retries", "1"])
+            accepted = CliRunner().invoke(cli, [*command, "--max-authorization-retries", "2"])
+    assert refused.exit_code == EXIT_OTA_FAILED and "max_authorization_retries" in refused.stderr
+    assert accepted.exit_code == 0, accepted.output
 
 
 @pytest.mark.parametrize("scheme", ["Basic", "Digest"])

@@ -143,6 +143,9 @@ _HTTPS_OTA_OPTIONS = (
     click.option("--digest-auth/--no-digest-auth", default=True, show_default=True,
                  help="Answer a Digest challenge (CONFIG_ESP_HTTP_CLIENT_ENABLE_DIGEST_AUTH; off in ESP-IDF's "
                       "defaults from v5.0)."),
+    click.option("--max-authorization-retries", type=click.IntRange(min=-1), default=0,
+                 help="esp_http_client's max_authorization_retries: 401 answers to answer (0: 10, -1: none); "
+                      "from v5.0.2 redirects count toward it too."),
     click.option("--timeout-ms", type=click.IntRange(min=1), default=5000, show_default=True,
                  help="esp_http_client's timeout: the wait for response headers and for each read."),
     click.option("--stall-limit", "stall_limit_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
@@ -170,7 +173,7 @@ _HTTPS_OTA_OPTIONS = (
 _HTTPS_OTA_NAMES = (
     "cert_pem", "crt_bundle", "allow_http", "verify_spi_mode", "tls13", "cert_expiry_check",
     "skip_cert_common_name_check", "common_name", "client_cert", "client_key", "username", "password", "auth_type",
-    "basic_auth", "digest_auth", "timeout_ms",
+    "basic_auth", "digest_auth", "max_authorization_retries", "timeout_ms",
     "stall_limit_s", "headers", "user_agent", "buffer_size", "buffer_size_tx", "partial_http_download",
     "max_http_request_size", "bulk_flash_erase", "staging", "final", "finalize_with_copy",
 )

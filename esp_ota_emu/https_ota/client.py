@@ -47,6 +47,7 @@ from ..idf_release import (
     PERFORM_REDIRECT_CHECKED,
     PERFORM_REDIRECT_ERROR_RETURNED,
     PERFORM_REDIRECT_ESP_FAIL,
+    REDIRECT_COUNTED,
     REDIRECT_DOWNGRADE_REFUSED,
     IdfRelease,
 )
@@ -713,7 +714,8 @@ class HttpClient:
             # host name changes
             self.set_header("Host", new_host)
         self.url = target
-        self.redirect_counter += 1
+        if self.idf.has(REDIRECT_COUNTED):
+            self.redirect_counter += 1
 
     def add_auth(self) -> EspError | None:
         """``esp_http_client_add_auth``: prepare an answer to a 401. Returns what it returns when the
@@ -764,7 +766,8 @@ class HttpClient:
                 return
 
     def _perform_redirection(self) -> None:
-        """``esp_http_check_response``'s redirect: set_redirection, and what each release makes of its error."""
+        """``esp_http_check_response``'s redirect: set_redirection, what each release makes of its error, and
+        the count (before v5.0.2 esp_http_check_response counts the redirect itself)."""
         try:
             self.set_redirection()
         except EspError as err:
@@ -776,7 +779,9 @@ class HttpClient:
             if idf.has(PERFORM_REDIRECT_CHECKED):
                 raise EspError(err.esp_err, f"{err.message}: ESP-IDF {idf} checks it with ESP_ERROR_CHECK, so the "
                                             "device aborts here and resets") from None
-            self.redirect_counter += 1  # ignored: the same URL again, counted as a redirect
+            # older releases ignore the error: the same URL again, still counted as a redirect
+        if not self.idf.has(REDIRECT_COUNTED):
+            self.redirect_counter += 1
 
     @property
     def is_persistent_connection(self) -> bool:

@@ -135,6 +135,7 @@ class EspHttpsOta:
         retries = config.http.max_authorization_retries
         self.auth_retries = DEFAULT_MAX_AUTH_RETRIES if retries == 0 else max(retries, 0)
         self.unauthorized = 0  # 401 answers so far, where the release has no max_authorization_retries
+        self.redirects = 0  # redirects followed so far (before v5.0.2 the client's redirect_counter leaves them out)
         self.enc_header = (config.enc_img_header_size
                            if config.decrypt is not None and self.idf.has(ENC_IMG_HEADER_SIZE) else 0)
         self.resumed_from = 0
@@ -154,13 +155,14 @@ class EspHttpsOta:
         assert client is not None
         idf = self.idf
         if status in REDIRECT_STATUSES:
-            if client.redirect_counter >= EMULATOR_REDIRECT_LIMIT:
+            if self.redirects >= EMULATOR_REDIRECT_LIMIT:
                 raise EspError(
                     "ESP_ERR_HTTP_MAX_REDIRECT",
-                    f"{client.redirect_counter} redirects in a row: esp_https_ota has no redirect limit and "
+                    f"{self.redirects} redirects in a row: esp_https_ota has no redirect limit and "
                     "a device would follow them forever; the emulator stops here",
                 )
             client.set_redirection()
+            self.redirects += 1
         elif idf.has(HTTP_304_416) and status == 304:
             raise EspError("ESP_ERR_HTTP_NOT_MODIFIED", "the server answered 304 Not Modified")
         elif idf.has(HTTP_304_416) and status == 416:
