@@ -25,7 +25,7 @@ from .flash import SECTOR_SIZE, Flash
 from .formats.app_desc import APP_DESC_OFFSET, APP_DESC_SIZE
 from .formats.partition_table import BOOTLOADER, PARTITION_TABLE, TABLE_MAX_LEN
 from .idf_release import DEFAULT as DEFAULT_RELEASE
-from .idf_release import IdfRelease, parse_release
+from .idf_release import SIGNED_DATA_PARTITION, IdfRelease, parse_release
 from .image import VerifyResult, parse_image, verify_image
 from .image.reader import read_app_desc
 from .partitions import Partition, PartitionTable
@@ -57,6 +57,7 @@ class DeviceSettings:
     secure_boot: str | None = None  # None, "v1" (ESP32 ECDSA signed apps) or "v2" (CONFIG_SECURE_BOOT_V2_ENABLED)
     signature_verification_key: str | None = None  # Secure Boot V1: the PEM public key built into bootloader and app
     signed_on_update_no_secure_boot: bool = False  # CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT
+    signed_data_partition: bool = False  # CONFIG_SECURE_SIGNED_DATA_PARTITION (v6.0.1 and newer)
     factory_reset: bool = False  # CONFIG_BOOTLOADER_FACTORY_RESET
     factory_reset_data: str = "nvs"  # CONFIG_BOOTLOADER_DATA_FACTORY_RESET
     factory_reset_otadata: bool = False  # CONFIG_BOOTLOADER_OTA_DATA_ERASE
@@ -139,12 +140,18 @@ class Device:
             if value is not None and getattr(settings, key) != value:
                 setattr(settings, key, value)
                 changed = True
-        parse_release(settings.idf_release)  # refuses an unknown release before the flash is opened
+        idf = parse_release(settings.idf_release)  # refuses an unknown release before the flash is opened
         if settings.dangerous_writes not in DANGEROUS_WRITES:
             raise InputError(f"unknown dangerous-writes choice {settings.dangerous_writes!r} "
                              f"(one of {', '.join(DANGEROUS_WRITES)})")
         if settings.secure_boot not in (None, *SECURE_BOOT_VERSIONS):
             raise InputError(f"unknown secure boot version {settings.secure_boot!r} (one of {', '.join(SECURE_BOOT_VERSIONS)})")
+        if settings.signed_data_partition:
+            if not idf.has(SIGNED_DATA_PARTITION):
+                raise InputError(f"ESP-IDF {idf} has no CONFIG_SECURE_SIGNED_DATA_PARTITION (v6.0.1 and newer)")
+            if settings.secure_boot != "v2" and not settings.signed_on_update_no_secure_boot:
+                raise InputError("CONFIG_SECURE_SIGNED_DATA_PARTITION needs Secure Boot V2 signed apps: give "
+                                 "--secure-boot v2 or --signed-on-update-no-secure-boot")
         dev = cls(Flash.open(path, readonly=readonly, strict=strict), settings, state)
         try:
             changed |= dev._apply_efuse_actions(readonly=readonly, **actions)

@@ -95,6 +95,11 @@ BEGIN_INVALIDATES_INACTIVE_OTADATA = Change(
 REWRITE_KEEPS_SELECTED_SLOT = Change(
     "esp_ota_set_boot_partition of the slot otadata already selects rewrites the same sector, same seq", ("6.0",)
 )
+SIGNED_DATA_PARTITION = Change(
+    "CONFIG_SECURE_SIGNED_DATA_PARTITION (--signed-data-partition): esp_ota_end checks the Secure Boot V2 "
+    "signature sector that ends an image for a data partition of subtype undefined",
+    ("6.0.1",),
+)
 OTA_ALREADY_IN_PROGRESS = Change(
     "esp_ota_begin and esp_ota_resume refuse a partition that an unfinished OTA is writing or will copy to "
     "(ESP_ERR_OTA_ALREADY_IN_PROGRESS)",

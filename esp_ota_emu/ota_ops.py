@@ -22,10 +22,11 @@ from .idf_release import (
     SEQUENTIAL_ERASE_FIX,
 )
 from .formats.otadata import OtaState
-from .formats.partition_table import APP, BOOTLOADER, ENTRY_MAGIC, PARTITION_TABLE, TABLE_MAX_LEN
+from .formats.partition_table import APP, BOOTLOADER, DATA, DATA_UNDEFINED, ENTRY_MAGIC, PARTITION_TABLE, TABLE_MAX_LEN
 from .otadata import OtaData, get_active_otadata, select_otadata
 from .partitions import Partition, PartitionTable, PartitionTableInvalid
 from .security import sbv2
+from .security.policy import data_signature_refusal
 
 if TYPE_CHECKING:
     from .device import Device
@@ -344,7 +345,8 @@ class OtaOps:
 
     def _verify_staged(self, it: OtaHandle) -> None:
         """ota_verify_partition(): esp_image_verify for an app or a bootloader, esp_partition_table_verify
-        for a partition table (its first 0xC00 bytes), nothing for other partitions."""
+        for a partition table (its first 0xC00 bytes), with CONFIG_SECURE_SIGNED_DATA_PARTITION the
+        signature of an image for a data partition of subtype undefined, nothing for other partitions."""
         final_type = it.final_partition.type
         if final_type in (APP, BOOTLOADER):
             result = self.dev.verify_partition(it.partition, as_bootloader=final_type == BOOTLOADER)
@@ -356,6 +358,11 @@ class OtaOps:
                                            chip_size=self.dev.flash.size, offset=it.partition.offset)
             except PartitionTableInvalid as err:
                 raise EspError("ESP_ERR_OTA_VALIDATE_FAILED", f"new partition table failed verification: {err}") from None
+        elif (final_type == DATA and it.final_partition.subtype == DATA_UNDEFINED
+              and self.dev.settings.signed_data_partition):
+            refusal = data_signature_refusal(self.dev, it.partition, it.wrote_size)
+            if refusal is not None:
+                raise EspError("ESP_ERR_OTA_VALIDATE_FAILED", f"new data image failed its signature check: {refusal}")
 
     def abort(self, handle: int) -> None:
         """esp_ota_abort(): forget the handle; nothing on flash changes."""

@@ -59,6 +59,9 @@ def device_options(func):
                   help="Bootloader and app built with Secure Boot V1 (ESP32 ECDSA-signed apps) or V2; enables it in eFuse.")
     @click.option("--signed-on-update-no-secure-boot/--no-signed-on-update-no-secure-boot", default=None,
                   help="CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT: updates must be signed with the running app's key.")
+    @click.option("--signed-data-partition/--no-signed-data-partition", default=None,
+                  help="CONFIG_SECURE_SIGNED_DATA_PARTITION (v6.0.1 and newer): an update of a data partition of "
+                       "subtype undefined must end with a Secure Boot V2 signature sector (espsecure sign-data).")
     @click.option("--secure-boot-key", "secure_boot_keys", multiple=True, type=click.Path(exists=True, dir_okay=False),
                   help="Burn this key's (private or public PEM) Secure Boot V2 digest into eFuse (repeatable); "
                        "with --secure-boot v1: the ECDSA P-256 signature verification key.")
@@ -72,7 +75,7 @@ def device_options(func):
     def wrapper(*args, chip, chip_rev, idf_release, partition_table_offset, rollback, anti_rollback,
                 skip_validation_on_power_on, skip_validation_always, factory_reset, factory_reset_data,
                 factory_reset_otadata, app_test, dangerous_writes, efuse_secure_version, secure_boot,
-                signed_on_update_no_secure_boot,
+                signed_on_update_no_secure_boot, signed_data_partition,
                 secure_boot_keys, flash_encryption_key, flash_encryption, efuse_file, **kwargs):
         settings = dict(
             chip=chip,
@@ -91,6 +94,7 @@ def device_options(func):
             efuse_secure_version=efuse_secure_version,
             secure_boot=secure_boot,
             signed_on_update_no_secure_boot=signed_on_update_no_secure_boot,
+            signed_data_partition=signed_data_partition,
             efuse_file=efuse_file,
             flash_encryption_key=flash_encryption_key,
             secure_boot_keys=secure_boot_keys,

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ..device import Device
     from ..efuse import Efuses
     from ..image.reader import EspImage
+    from ..partitions import Partition
 
 SECURE_BOOT_VERSIONS = ("v1", "v2")
 
@@ -120,17 +121,45 @@ def signature_check(dev: Device, *, load: bool) -> Callable[[EspImage, memoryvie
 
     def on_update(image, view, offset):
         running = None if efuses.secure_boot_v2_enabled else _running_image(dev)
-        check = sbv2.verify_app_update(view[offset:], image.image_len, efuses, running=running)
-        if check.ok:
-            return None
-        if efuses.secure_boot_v2_enabled:
-            trusted = efuses.trusted_key_digests()
-        elif running is not None:
-            trusted = sbv2.image_key_digests(*running)
-        else:
-            trusted = []
-        if check.esp_err == "ESP_FAIL":  # no key to trust at all
-            return check.reason
-        return explain(check, trusted)
+        return _update_refusal(sbv2.verify_app_update(view[offset:], image.image_len, efuses, running=running),
+                               efuses, running)
 
     return on_update
+
+
+def _update_refusal(check: sbv2.SignatureCheck, efuses: Efuses, running) -> str | None:
+    """None when the app's check of an update passed, else why not (which keys it trusted)."""
+    if check.ok:
+        return None
+    if check.esp_err == "ESP_FAIL":  # no key to trust at all
+        return check.reason
+    if efuses.secure_boot_v2_enabled:
+        trusted = efuses.trusted_key_digests()
+    elif running is not None:
+        trusted = sbv2.image_key_digests(*running)
+    else:
+        trusted = []
+    return explain(check, trusted)
+
+
+def data_signature_refusal(dev: Device, partition: Partition, wrote_size: int) -> str | None:
+    """``ota_verify_data_partition_signature`` (CONFIG_SECURE_SIGNED_DATA_PARTITION, v6.0.1 and newer):
+    esp_ota_end's check of an image for a data partition of subtype undefined. The last whole 4 KiB
+    sector written is the signature sector, everything before it the signed data; the keys trusted are
+    an app update's. None when it passes, else why not."""
+    if wrote_size < sbv2.SIG_SECTOR_SIZE:
+        return (f"only {wrote_size} bytes were written: a signed data image ends with a "
+                f"{sbv2.SIG_SECTOR_SIZE}-byte signature sector")
+    data_length = wrote_size // sbv2.SIG_SECTOR_SIZE * sbv2.SIG_SECTOR_SIZE - sbv2.SIG_SECTOR_SIZE
+    end = data_length + sbv2.SIG_SECTOR_SIZE
+    if dev.io.encrypted(partition):
+        view = memoryview(dev.io.read(partition, 0, end))
+    else:
+        view = dev.flash.view(partition.offset, end)
+    efuses = dev.efuses
+    if efuses is None:
+        chip = dev.chip.name if dev.chip is not None else "unknown"
+        return f"the emulator has no eFuse model of the {chip} chip to take trusted keys from"
+    running = None if efuses.secure_boot_v2_enabled else _running_image(dev)
+    check = sbv2.verify_update(view[:data_length], view[data_length:], data_length, efuses, running=running)
+    return _update_refusal(check, efuses, running)

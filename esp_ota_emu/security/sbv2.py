@@ -405,6 +405,37 @@ def image_key_digests(buf: bytes | memoryview, image_len: int, *, scheme: str | 
     ]
 
 
+def verify_update(
+    signed: bytes | memoryview,
+    sector: bytes | memoryview,
+    sig_offset: int,
+    efuses,
+    *,
+    running: tuple[bytes | memoryview, int] | None = None,
+    scheme: str | None = None,
+) -> SignatureCheck:
+    """``esp_secure_boot_verify_sbv2_signature_block`` as the app runs it: ``sector`` (found at
+    ``sig_offset``) must hold a block that signs ``signed`` with a trusted key.
+
+    Secure Boot V2 enabled in ``efuses``: the burned, non-revoked eFuse digests are trusted and every
+    block may match (one block on the ESP32). Not enabled ("signed apps without secure boot"):
+    the key digests of the running app's own blocks (``running`` = (buffer, image_len)) are trusted
+    and only block 0 is looked at.
+    """
+    if efuses.secure_boot_v2_enabled:
+        trusted = efuses.trusted_key_digests()
+        only_block0 = efuses.key_digest_slots == 1
+    else:
+        if running is None:
+            return SignatureCheck(False, sig_offset, None, "no running app to take trusted keys from", "ESP_FAIL")
+        trusted = image_key_digests(*running, scheme=scheme)
+        if not trusted:
+            return SignatureCheck(False, sig_offset, None, "no signatures were found for the running app", "ESP_FAIL")
+        only_block0 = True
+    return check_signature_sector(signed, sector, trusted, scheme=scheme, only_block0=only_block0,
+                                  sig_offset=sig_offset)
+
+
 def verify_app_update(
     buf: bytes | memoryview,
     image_len: int,
@@ -413,27 +444,12 @@ def verify_app_update(
     running: tuple[bytes | memoryview, int] | None = None,
     scheme: str | None = None,
 ) -> SignatureCheck:
-    """The app's check of a new image during OTA (``CONFIG_SECURE_SIGNED_ON_UPDATE``).
-
-    Secure Boot V2 enabled in ``efuses``: the burned, non-revoked eFuse digests are trusted and every
-    block may match (one block on the ESP32). Not enabled ("signed apps without secure boot"):
-    the key digests of the running app's own blocks (``running`` = (buffer, image_len)) are trusted
-    and only block 0 of the new image is looked at.
-    """
-    if efuses.secure_boot_v2_enabled:
-        trusted = efuses.trusted_key_digests()
-        only_block0 = efuses.key_digest_slots == 1
-    else:
-        if running is None:
-            return SignatureCheck(
-                False, align_up(image_len), None, "no running app to take trusted keys from", "ESP_FAIL"
-            )
-        trusted = image_key_digests(*running, scheme=scheme)
-        if not trusted:
-            return SignatureCheck(False, align_up(image_len), None, "no signatures were found for the running app",
-                                  "ESP_FAIL")
-        only_block0 = True
-    return verify_image_signatures(buf, image_len, trusted, scheme=scheme, only_block0=only_block0)
+    """The app's check of a new image during OTA (``CONFIG_SECURE_SIGNED_ON_UPDATE``): the signature
+    sector at ``ALIGN_UP(image_len, 4096)`` of ``buf`` (see :func:`verify_update`)."""
+    view = memoryview(buf)
+    sig_offset = align_up(image_len)
+    return verify_update(view[:sig_offset], view[sig_offset : sig_offset + SIG_SECTOR_SIZE], sig_offset, efuses,
+                         running=running, scheme=scheme)
 
 
 def verify_at_boot(buf: bytes | memoryview, image_len: int, efuses, *, scheme: str | None = None) -> SignatureCheck:
