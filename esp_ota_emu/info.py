@@ -168,6 +168,7 @@ def security_report(dev: Device) -> dict[str, Any]:
     out: dict[str, Any] = {
         "secure_boot": dev.settings.secure_boot,
         "signed_on_update_no_secure_boot": dev.settings.signed_on_update_no_secure_boot,
+        "signed_data_partition": dev.settings.signed_data_partition,
         "flash_encryption": dev.flash_encryption_enabled,
         "anti_rollback": dev.settings.anti_rollback,
         "efuse_secure_version": dev.efuse_secure_version,

@@ -157,5 +157,6 @@ def test_cli(flash, tmp_path):
     assert accepted.exit_code == 0, accepted.output
     assert json.loads(accepted.output.splitlines()[-1])["final"] == "assets"
     assert region(flash, ASSETS)[: len(signed)] == signed
-    with Device.open(flash) as dev:
-        assert dev.settings.signed_data_partition  # kept with the device
+    info = CliRunner().invoke(cli, ["info", str(flash)])  # kept with the device, and shown
+    assert "secure boot v2" in info.output and "signed data partitions" in info.output
+    assert json.loads(CliRunner().invoke(cli, ["info", str(flash), "--json"]).output)["security"]["signed_data_partition"]

@@ -69,6 +69,8 @@ def render_security(sec: dict) -> str:
     parts = [f"secure boot {sec['secure_boot'] or 'off'}"]
     if sec["signed_on_update_no_secure_boot"]:
         parts.append("signed updates (no secure boot)")
+    if sec["signed_data_partition"]:
+        parts.append("signed data partitions")
     efuse = sec.get("efuse") or {}
     digests = [d for d in efuse.get("secure_boot_key_digests", []) if d["digest"]]
     if digests:
