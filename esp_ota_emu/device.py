@@ -33,7 +33,13 @@ from .security import sbv2
 from .security.flash_encryption import load_flash_encryption_key
 from .security.keys import load_public_key
 from .security.device_encryption import device_crypt, encrypt_flash_in_place, plaintext_image_end
-from .security.policy import SECURE_BOOT_VERSIONS, enable_secure_boot, sbv1_verification_key, signature_check
+from .security.policy import (
+    SECURE_BOOT_VERSIONS,
+    enable_secure_boot,
+    rom_bootloader_refusal,
+    sbv1_verification_key,
+    signature_check,
+)
 
 SIDECAR_SUFFIX = ".emu.json"
 SIDECAR_VERSION = 1
@@ -485,14 +491,24 @@ class Device:
         )
 
     def verify_bootloader(self) -> VerifyResult | None:
-        """esp_image_verify of the 2nd-stage bootloader in flash (read as the chip reads it), without
-        signatures; None when the chip, and so the bootloader's offset, is not known."""
+        """What a reset checks of the 2nd-stage bootloader in flash (read as the chip reads it): with
+        Secure Boot V2 enabled in eFuse the ROM's signature check, then esp_image_verify as a bootloader.
+        None when the chip, and so the bootloader's offset, is not known."""
         region = self.bootloader_region()
         if region is None:
             return None
         view, base = self.plain_image_region(region)
-        return _verify_bootloader_image(bytes(view[base : base + region.size]), region.offset, self._chip.name,
-                                        self.chip_rev, self.disable_wafer_version_major)
+        image = bytes(view[base : base + region.size])
+        result = _verify_bootloader_image(image, region.offset, self._chip.name, self.chip_rev,
+                                          self.disable_wafer_version_major)
+        efuses = self.efuses
+        if result.ok and efuses is not None and efuses.secure_boot_v2_enabled:
+            refusal = rom_bootloader_refusal(image, result.image_len, tuple(efuses.trusted_key_digests()),
+                                             efuses.key_digest_slots == 1)
+            if refusal is not None:
+                return VerifyResult("ESP_ERR_IMAGE_INVALID", f"the ROM's Secure Boot V2 check failed: {refusal}",
+                                    result.image, result.image_len)
+        return result
 
     def plain_image_region(self, p: Partition) -> tuple[memoryview, int]:
         """``(buffer, offset)`` of the app image in ``p`` as the CPU sees it: the flash itself, or with

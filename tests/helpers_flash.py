@@ -13,6 +13,8 @@ from esp_ota_emu.flash import SECTOR_SIZE, Flash
 from esp_ota_emu.formats.otadata import build_entry
 from esp_ota_emu.image import parse_image
 from esp_ota_emu.partitions import PartitionTable
+from esp_ota_emu.security import sbv2
+from esp_ota_emu.security.keys import load_private_key
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "firmware_samples"
@@ -20,6 +22,10 @@ SAMPLES = REPO / "firmware_samples"
 ROLLBACK_BOOTLOADER = "arduino-esp32/v2.0.5_custom-logging-rollback_via_chegewara/bootloader_dio_40m.bin"
 # IDF v5.2 bootloader, rollback off
 V52_BOOTLOADER = "esptool/images/bootloader_esp32_v5_2.bin"
+# IDF v4.4.3 bootloader (Tasmota's): small enough that, padded and with a signature sector, it fits before 0x8000
+SMALL_BOOTLOADER = "arduino-esp32/v2.0.5_tasmota_idf-v4.4.3_via_KhitNay/esp32/bootloader_dio_40m.bin"
+# Arduino-ESP32 v2.0.4's stock bootloader (IDF v4.4.2): also fits with a signature sector
+STOCK_BOOTLOADER = "arduino-esp32/v2.0.4_stock_via_chegewara/esp32/bootloader_dio_40m.bin"
 MERGED_4MB = "derived/esp32_arduino-idf-v4.4.7_fivef_merged_4MB_with_boot_app0.bin"
 # A 1 MB layout for the samples: factory and two 192 KB OTA slots, otadata at 0xd000.
 SMALL_LAYOUT = """\
@@ -30,6 +36,12 @@ ota_0, app, ota_0, 0x40000, 0x30000,
 ota_1, app, ota_1, 0x70000, 0x30000,
 """
 SMALL_OTADATA = 0xD000
+
+
+def signed_bootloader(realdata: Path, key_file: Path, name: str = SMALL_BOOTLOADER) -> bytes:
+    """A real ESP32 bootloader with a Secure Boot V2 signature sector, as a device with Secure Boot V2
+    needs: its ROM checks the bootloader at every reset."""
+    return sbv2.sign_image((realdata / name).read_bytes(), [load_private_key(key_file.read_bytes())])
 
 
 def sample(name: str) -> bytes:
@@ -53,13 +65,14 @@ def make_flash(
     apps: dict[str, bytes] | None = None,
     *,
     size: int = 4 << 20,
-    bootloader: str = ROLLBACK_BOOTLOADER,
+    bootloader: str | bytes = ROLLBACK_BOOTLOADER,
     otadata: tuple[bytes | None, bytes | None] | None = None,
 ) -> Path:
-    """Create ``path``: bootloader at 0x1000, the CSV's table at 0x8000, ``apps`` by label, otadata entries."""
+    """Create ``path``: bootloader (a file in realdata, or its bytes) at 0x1000, the CSV's table at 0x8000,
+    ``apps`` by label, otadata entries."""
     table = PartitionTable.from_csv(csv)
     with Flash.create(path, size) as flash:
-        flash.write_raw(0x1000, (realdata / bootloader).read_bytes())
+        flash.write_raw(0x1000, bootloader if isinstance(bootloader, bytes) else (realdata / bootloader).read_bytes())
         flash.write_raw(0x8000, table.to_binary())
         for label, image in (apps or {}).items():
             flash.write_raw(table.find(label).offset, image)

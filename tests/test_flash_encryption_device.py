@@ -21,7 +21,7 @@ from esp_ota_emu.errors import EspError
 from esp_ota_emu.local_ota import ota_from_file
 from esp_ota_emu.ota_ops import OTA_WITH_SEQUENTIAL_WRITES
 from esp_ota_emu.partitions import PartitionTable
-from helpers_flash import SAMPLES, SMALL_LAYOUT, SMALL_OTADATA, make_flash, sample
+from helpers_flash import SAMPLES, SMALL_LAYOUT, SMALL_OTADATA, make_flash, sample, signed_bootloader
 
 ESPSECURE = str(Path(sys.executable).with_name("espsecure"))
 LAYOUT, OTADATA = SMALL_LAYOUT, SMALL_OTADATA
@@ -227,8 +227,10 @@ def test_all_together_secure_boot_flash_encryption_pre_encrypted_anti_rollback(r
     from esp_ota_emu.https_ota import api
     from esp_ota_emu.testserver import serve_files
 
-    path = make_flash(tmp_path / "all.bin", realdata, LAYOUT, {"factory": sample("v1_signed")}, size=1 << 20)
-    with Device.open(path, secure_boot="v2", secure_boot_keys=[SAMPLES / "keys" / "secure_boot_signing_key.pem"],
+    signing_key = SAMPLES / "keys" / "secure_boot_signing_key.pem"
+    path = make_flash(tmp_path / "all.bin", realdata, LAYOUT, {"factory": sample("v1_signed")}, size=1 << 20,
+                      bootloader=signed_bootloader(realdata, signing_key))
+    with Device.open(path, secure_boot="v2", secure_boot_keys=[signing_key],
                      flash_encryption_key=key, flash_encryption=True, anti_rollback=True, rollback=True) as dev:
         with serve_files({"v3.enc": SAMPLES / "sample_v3_signed_encrypted.bin"}) as srv:
             result = api.https_ota(dev, srv.url("v3.enc"), cert_pem=srv.tls.ca_pem,

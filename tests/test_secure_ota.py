@@ -15,11 +15,21 @@ from click.testing import CliRunner
 from esp_ota_emu.cli.main import cli
 from esp_ota_emu.device import Device
 from esp_ota_emu.errors import EXIT_OTA_FAILED, EspError, InputError
+from esp_ota_emu.https_ota import api
 from esp_ota_emu.local_ota import ota_from_file
 from esp_ota_emu.security import sbv2
 from esp_ota_emu.security.keys import load_public_key
 from esp_ota_emu.testserver import serve_files
-from helpers_flash import SAMPLES, SMALL_LAYOUT, SMALL_OTADATA, make_flash, sample
+from helpers_flash import (
+    SAMPLES,
+    SMALL_BOOTLOADER,
+    SMALL_LAYOUT,
+    SMALL_OTADATA,
+    STOCK_BOOTLOADER,
+    make_flash,
+    sample,
+    signed_bootloader,
+)
 
 LAYOUT, OTADATA = SMALL_LAYOUT, SMALL_OTADATA
 KEY = SAMPLES / "keys" / "secure_boot_signing_key.pem"
@@ -32,7 +42,8 @@ def digest(path) -> bytes:
 
 @pytest.fixture
 def flash(realdata, tmp_path):
-    return make_flash(tmp_path / "f.bin", realdata, LAYOUT, {"factory": sample("v1_signed")}, size=1 << 20)
+    return make_flash(tmp_path / "f.bin", realdata, LAYOUT, {"factory": sample("v1_signed")}, size=1 << 20,
+                      bootloader=signed_bootloader(realdata, KEY))
 
 
 @pytest.fixture
@@ -96,6 +107,40 @@ def test_bad_signatures_fail_before_otadata_changes(sb_device, tmp_path, image, 
     assert reason in err.value.message and "Secure boot signature verification failed" in err.value.message
     assert sb_device.flash.read(OTADATA, 0x2000) == otadata
     assert sb_device.boot().booted.label == "factory"
+
+
+@pytest.mark.parametrize("bootloader_key, reason", [
+    (None, "no signature sector at offset 0x4000 (the image is not signed)"),
+    (OTHER_KEY, "signature block 0 made with a key whose digest is not trusted"),
+])
+def test_the_rom_refuses_a_bootloader_without_a_trusted_signature(sb_device, realdata, bootloader_key, reason):
+    """With Secure Boot V2 enabled the ROM checks the 2nd-stage bootloader's signature at every reset: a
+    bootloader written in as esptool would, unsigned or signed with another key, boots nothing."""
+    image = (signed_bootloader(realdata, bootloader_key) if bootloader_key is not None
+             else (realdata / SMALL_BOOTLOADER).read_bytes())
+    assert sb_device.boot().booted.label == "factory"  # the signed bootloader the device has
+    sb_device.flash.write_raw(0x1000, image.ljust(0x7000, b"\xff"))
+    boot = sb_device.boot()
+    assert boot.booted is None
+    assert f"2nd-stage bootloader at 0x1000 is invalid (the ROM's Secure Boot V2 check failed: {reason}" in boot.trace[-1]
+
+
+def test_a_bootloader_update_must_be_signed_with_a_trusted_key(sb_device, realdata, tmp_path):
+    """ESP-IDF v5.5's bootloader OTA on a Secure Boot V2 device: esp_ota_end refuses a bootloader signed
+    with another key before the copy; one signed with the trusted key is copied and the ROM boots it."""
+    with serve_files({"other.bin": signed_bootloader(realdata, OTHER_KEY),
+                      "good.bin": signed_bootloader(realdata, KEY, STOCK_BOOTLOADER)}) as srv:
+        options = dict(cert_pem=srv.tls.ca_pem, final="bootloader", finalize_with_copy=True)
+        sb_device.settings.idf_release = "v5.5.5"
+        before = sb_device.flash.read(0x1000, 0x7000)
+        with pytest.raises(EspError) as err:
+            api.https_ota(sb_device, srv.url("other.bin"), **options)
+        assert err.value.esp_err == "ESP_ERR_OTA_VALIDATE_FAILED" and "not trusted" in err.value.message
+        assert sb_device.flash.read(0x1000, 0x7000) == before
+        api.https_ota(sb_device, srv.url("good.bin"), **options)
+    assert sb_device.flash.read(0x1000, 0x7000) != before
+    boot = sb_device.boot()
+    assert boot.booted.label == "factory", boot.trace
 
 
 def test_untrusted_reason_names_both_digests(sb_device):
@@ -197,7 +242,8 @@ def test_cli_ota_refusal_says_which_check(flash):
 def test_qemu_efuse_file_round_trip(realdata, tmp_path):
     """The same device state for QEMU: an eFuse file made by the efuse command is imported with
     --efuse-file, enforced in OTAs, and the qemu command writes the device's eFuses back byte for byte."""
-    flash = make_flash(tmp_path / "q.bin", realdata, LAYOUT, {"factory": sample("v1_signed")}, size=2 << 20)
+    flash = make_flash(tmp_path / "q.bin", realdata, LAYOUT, {"factory": sample("v1_signed")}, size=2 << 20,
+                       bootloader=signed_bootloader(realdata, KEY))
     made = tmp_path / "efuse.bin"
     runner = CliRunner()
     assert runner.invoke(cli, ["efuse", "--chip", "esp32", "--burn-key-digest", str(KEY), "--enable-secure-boot",

@@ -18,7 +18,7 @@ from esp_ota_emu.errors import EXIT_OTA_FAILED, EspError
 from esp_ota_emu.formats.encrypted_image import HEADER_SIZE
 from esp_ota_emu.https_ota import api
 from esp_ota_emu.testserver import serve_files
-from helpers_flash import SAMPLES, SMALL_LAYOUT, SMALL_OTADATA, make_flash, sample
+from helpers_flash import SAMPLES, SMALL_LAYOUT, SMALL_OTADATA, make_flash, sample, signed_bootloader
 
 LAYOUT, OTADATA = SMALL_LAYOUT, SMALL_OTADATA
 RSA_KEY = SAMPLES / "keys" / "pre_encryption_key.pem"
@@ -120,8 +120,10 @@ def test_resume_is_refused_with_pre_encrypted_images(flash):
 
 def test_signed_then_encrypted_on_a_secure_boot_device(flash, realdata, tmp_path):
     """sample_v3_signed_encrypted on a Secure Boot V2 device: decrypted, then the signature verifies."""
-    signed = make_flash(tmp_path / "s.bin", realdata, LAYOUT, {"factory": sample("v1_signed")}, size=1 << 20)
-    with Device.open(signed, secure_boot="v2", secure_boot_keys=[SAMPLES / "keys" / "secure_boot_signing_key.pem"]):
+    signing_key = SAMPLES / "keys" / "secure_boot_signing_key.pem"
+    signed = make_flash(tmp_path / "s.bin", realdata, LAYOUT, {"factory": sample("v1_signed")}, size=1 << 20,
+                        bootloader=signed_bootloader(realdata, signing_key))
+    with Device.open(signed, secure_boot="v2", secure_boot_keys=[signing_key]):
         pass
     result, _ = ota(signed, {"v3.enc": SAMPLES / "sample_v3_signed_encrypted.bin"}, "v3.enc", RSA_KEY)
     assert result.boot_partition_updated

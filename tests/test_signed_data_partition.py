@@ -24,7 +24,7 @@ from esp_ota_emu.errors import EXIT_OTA_FAILED, EspError, InputError
 from esp_ota_emu.https_ota import api
 from esp_ota_emu.partitions import PartitionTable
 from esp_ota_emu.testserver import serve_files
-from helpers_flash import SAMPLES, SMALL_LAYOUT, make_flash, sample
+from helpers_flash import SAMPLES, SMALL_LAYOUT, make_flash, sample, signed_bootloader
 
 ESPSECURE = str(Path(sys.executable).with_name("espsecure"))
 KEY = SAMPLES / "keys" / "secure_boot_signing_key.pem"
@@ -47,7 +47,8 @@ def espsecure_signed(tmp_path: Path, data: bytes, key: Path) -> bytes:
 
 @pytest.fixture
 def flash(realdata, tmp_path):
-    path = make_flash(tmp_path / "f.bin", realdata, LAYOUT, {"factory": sample("v1_signed")}, size=1 << 20)
+    path = make_flash(tmp_path / "f.bin", realdata, LAYOUT, {"factory": sample("v1_signed")}, size=1 << 20,
+                      bootloader=signed_bootloader(realdata, KEY))
     with Device.open(path) as dev:  # the data partitions hold something the copy must replace (or keep)
         dev.flash.write_raw(ASSETS.offset, random.Random(1).randbytes(ASSETS.size))
         dev.flash.write_raw(STORAGE.offset, random.Random(2).randbytes(STORAGE.size))

@@ -85,7 +85,10 @@ def encrypt_flash_in_place(dev: Device) -> list[str]:
         boot = chip.bootloader_offset
         result = verify_image(flash.view(), boot, off - boot, chip=chip, is_bootloader=True)
         if result.ok:
-            region(boot, result.image_len, "bootloader")
+            length = result.image_len
+            if dev.settings.secure_boot == "v2":  # then esp_image_verify_bootloader counts the signature sector
+                length = min(align_up(length, SECTOR_SIZE) + SIG_SECTOR_SIZE, off - boot)
+            region(boot, length, "bootloader")
     region(off, PARTITION_TABLE_SECTOR, "partition table")
     for p in table.entries:
         if p.end > flash.size:

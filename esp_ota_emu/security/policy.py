@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Callable
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -125,6 +126,17 @@ def signature_check(dev: Device, *, load: bool) -> Callable[[EspImage, memoryvie
                                efuses, running)
 
     return on_update
+
+
+@functools.lru_cache(maxsize=64)
+def rom_bootloader_refusal(image: bytes, image_len: int, trusted: tuple[bytes, ...], only_block0: bool) -> str | None:
+    """The ROM's check of the 2nd-stage bootloader with Secure Boot V2 enabled: a signature block after
+    ``image`` (padded to 4 KiB) made with a ``trusted`` key (the eFuse digests; block 0 alone on the
+    ESP32). None when it passes, else why not. Remembered: every reset of every device checks it."""
+    if not trusted:
+        return "no secure boot key digest is burned in eFuse"
+    check = sbv2.verify_image_signatures(image, image_len, list(trusted), only_block0=only_block0)
+    return None if check.ok else explain(check, list(trusted))
 
 
 def _update_refusal(check: sbv2.SignatureCheck, efuses: Efuses, running) -> str | None:
