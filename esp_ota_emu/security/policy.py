@@ -162,16 +162,16 @@ def data_signature_refusal(dev: Device, partition: Partition, wrote_size: int) -
     if wrote_size < sbv2.SIG_SECTOR_SIZE:
         return (f"only {wrote_size} bytes were written: a signed data image ends with a "
                 f"{sbv2.SIG_SECTOR_SIZE}-byte signature sector")
+    efuses = dev.efuses
+    if efuses is None:
+        chip = dev.chip.name if dev.chip is not None else "unknown"
+        return f"the emulator has no eFuse model of the {chip} chip to take trusted keys from"
     data_length = wrote_size // sbv2.SIG_SECTOR_SIZE * sbv2.SIG_SECTOR_SIZE - sbv2.SIG_SECTOR_SIZE
     end = data_length + sbv2.SIG_SECTOR_SIZE
     if dev.io.encrypted(partition):
         view = memoryview(dev.io.read(partition, 0, end))
     else:
         view = dev.flash.view(partition.offset, end)
-    efuses = dev.efuses
-    if efuses is None:
-        chip = dev.chip.name if dev.chip is not None else "unknown"
-        return f"the emulator has no eFuse model of the {chip} chip to take trusted keys from"
     running = None if efuses.secure_boot_v2_enabled else _running_image(dev)
     check = sbv2.verify_update(view[:data_length], view[data_length:], data_length, efuses, running=running)
     return _update_refusal(check, efuses, running)
