@@ -100,6 +100,11 @@ SIGNED_DATA_PARTITION = Change(
     "signature sector that ends an image for a data partition of subtype undefined",
     ("6.0.1",),
 )
+SET_BOOT_SKIP_VALIDATE = Change(
+    "esp_ota_set_boot_partition_skip_validate(): otadata selects an app without verifying it first "
+    "(set-boot --skip-validate)",
+    ("6.1",),
+)
 OTA_ALREADY_IN_PROGRESS = Change(
     "esp_ota_begin and esp_ota_resume refuse a partition that an unfinished OTA is writing or will copy to "
     "(ESP_ERR_OTA_ALREADY_IN_PROGRESS)",

@@ -20,6 +20,7 @@ from .idf_release import (
     PARTITION_OTA,
     REWRITE_KEEPS_SELECTED_SLOT,
     SEQUENTIAL_ERASE_FIX,
+    SET_BOOT_SKIP_VALIDATE,
 )
 from .formats.otadata import OtaState
 from .formats.partition_table import APP, BOOTLOADER, DATA, DATA_UNDEFINED, ENTRY_MAGIC, PARTITION_TABLE, TABLE_MAX_LEN
@@ -380,6 +381,21 @@ class OtaOps:
         result = self.dev.verify_partition(partition)
         if not result.ok:
             raise EspError("ESP_ERR_OTA_VALIDATE_FAILED", f"'{partition.label}': {result.reason}")
+        self._set_boot_partition(partition)
+
+    def set_boot_partition_skip_validate(self, partition: Partition | None) -> None:
+        """esp_ota_set_boot_partition_skip_validate() (v6.1 and newer): the same without verifying the
+        image first, so otadata may select an app the bootloader will refuse."""
+        if not self.dev.idf.has(SET_BOOT_SKIP_VALIDATE):
+            raise EspError("ESP_ERR_NOT_SUPPORTED",
+                           f"ESP-IDF {self.dev.idf} has no esp_ota_set_boot_partition_skip_validate() (v6.1 and newer)")
+        if partition is None:
+            raise EspError("ESP_ERR_INVALID_ARG", "no partition given")
+        self._set_boot_partition(partition)
+
+    def _set_boot_partition(self, partition: Partition) -> None:
+        """esp_ota_set_boot_partition_internal(): rewrite otadata (factory: erase it), after the
+        anti-rollback check of the app's secure_version."""
         if not partition.is_app:
             raise EspError("ESP_ERR_INVALID_ARG", f"'{partition.label}' is not an app partition")
         if partition.is_factory:

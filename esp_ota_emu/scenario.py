@@ -8,7 +8,7 @@ image, the device settings, and steps. Each step is one event and optional expec
     rollback = true                   # any device setting, as the command-line options
     [[step]]
     do = "ota"                        # ota (file = ... or url = ...), reset, power-cycle, power-cut,
-    file = "app_v2.bin"               # confirm, crash, mark-invalid, set-boot (partition = ...)
+    file = "app_v2.bin"               # confirm, crash, mark-invalid, set-boot (partition = ..., skip_validate = true)
     [[step]]
     do = "reset"
     expect = { booted = "ota_1", version = "2.0.0", state = "PENDING_VERIFY" }
@@ -147,7 +147,7 @@ class Scenario:
         expect = raw.pop("expect", {})
         if not isinstance(expect, dict) or set(expect) - EXPECT_KEYS:
             raise InputError(f"{path}: step {number}: 'expect' takes {', '.join(sorted(EXPECT_KEYS))}")
-        allowed = {"ota": {"file", "url", *OTA_URL_KEYS}, "set-boot": {"partition"}}.get(action, set())
+        allowed = {"ota": {"file", "url", *OTA_URL_KEYS}, "set-boot": {"partition", "skip_validate"}}.get(action, set())
         if set(raw) - allowed:
             raise InputError(f"{path}: step {number} ({action}): unknown key(s) {', '.join(sorted(set(raw) - allowed))}")
         if action == "ota" and ("file" in raw) == ("url" in raw):
@@ -207,7 +207,10 @@ class ScenarioRunner:
             p = dev.partitions.find(a["partition"])
             if p is None:
                 raise InputError(f"{step.name}: no partition labelled {a['partition']!r}")
-            dev.ota.set_boot_partition(p)
+            if a.get("skip_validate"):
+                dev.ota.set_boot_partition_skip_validate(p)
+            else:
+                dev.ota.set_boot_partition(p)
 
     def run_step(self, step: Step) -> StepResult:
         error = None

@@ -117,6 +117,26 @@ def test_set_boot_checks_the_image_and_factory_erases_otadata(realdata, flash):
     assert result.exit_code == EXIT_INVALID and "ESP_ERR_OTA_VALIDATE_FAILED" in result.output
 
 
+def test_set_boot_skip_validate_selects_an_image_the_bootloader_refuses(flash):
+    """esp_ota_set_boot_partition_skip_validate (v6.1): otadata selects ota_0 although it holds a broken
+    image, which esp_ota_set_boot_partition refuses; the next reset passes over it to factory."""
+    data = bytearray(flash.read_bytes())
+    broken = sample("broken")
+    data[0x30000 : 0x30000 + len(broken)] = broken
+    flash.write_bytes(bytes(data))
+    before = otadata(flash)
+    result = run("set-boot", flash, "ota_0", "--skip-validate", "--idf-release", "v6.0.2")
+    assert result.exit_code != 0 and "ESP_ERR_NOT_SUPPORTED" in result.output and "v6.1 and newer" in result.output
+    result = run("set-boot", flash, "ota_0", "--idf-release", "v6.1")
+    assert result.exit_code == EXIT_INVALID and "ESP_ERR_OTA_VALIDATE_FAILED" in result.output
+    assert otadata(flash) == before
+    assert js("set-boot", flash, "ota_0", "--skip-validate") == (0, {"set_boot": "ota_0", "boot_partition": "ota_0"})
+    assert otadata(flash)[:32] == entry(1)  # blank otadata: sector 0, seq slot+1
+    boot = js("boot", flash)[1]
+    assert boot["booted"] == "factory"
+    assert any("ota_0" in line and "hash" in line.lower() for line in boot["trace"]), boot["trace"]
+
+
 def test_erase_otadata_and_erase_last_boot(flash):
     with Device.open(flash) as dev:
         ota_from_file(dev, SAMPLES / "sample_v2.bin")

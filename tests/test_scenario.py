@@ -66,6 +66,20 @@ def test_a_wrong_expectation_names_the_step_and_exits_1(device, tmp_path):
     assert "step 3 (power-cut): running ota_1 2.0.0" in result.stdout
 
 
+def test_set_boot_skip_validate_step(device, tmp_path):
+    """set-boot with skip_validate (v6.1) selects the empty ota_1; the reset falls back to ota_0. Without
+    it the same step fails with ESP_ERR_OTA_VALIDATE_FAILED."""
+    path = _write(tmp_path, [
+        {"do": "set-boot", "partition": "ota_1", "expect": {"error": "ESP_ERR_OTA_VALIDATE_FAILED"}},
+        {"do": "set-boot", "partition": "ota_1", "skip_validate": True},
+        {"do": "reset", "expect": {"booted": "ota_0"}},
+    ], flash="device.bin", device={"idf_release": "v6.1"})
+    (tmp_path / "device.bin").write_bytes(device.read_bytes())
+    result = run("scenario", path, "--json")
+    assert result.exit_code == 0, result.output
+    assert [step["ok"] for step in json.loads(result.output)["steps"]] == [True, True, True]
+
+
 def test_ota_from_a_url(realdata, tmp_path):
     app = real_app(realdata)
     flash = make_flash(tmp_path / "device.bin", realdata, TWO_OTA, {"ota_0": sample("v1")})

@@ -101,13 +101,18 @@ def mark_invalid_cmd(flash, as_json, open_device):
 @cli.command("set-boot")
 @FLASH
 @click.argument("label")
+@click.option("--skip-validate", is_flag=True,
+              help="esp_ota_set_boot_partition_skip_validate (v6.1 and newer): select it without verifying the image.")
 @JSON
 @device_options
-def set_boot_cmd(flash, label, as_json, open_device):
+def set_boot_cmd(flash, label, skip_validate, as_json, open_device):
     """esp_ota_set_boot_partition(LABEL): select it for the next boot (factory: erase otadata)."""
     with _running_device(open_device, flash) as dev:
         p = _partition(dev, label)
-        dev.ota.set_boot_partition(p)
+        if skip_validate:
+            dev.ota.set_boot_partition_skip_validate(p)
+        else:
+            dev.ota.set_boot_partition(p)
         boot = dev.ota.get_boot_partition()
     obj = {"set_boot": p.label, "boot_partition": boot.label if boot else None}
     _report(as_json, obj, [f"boot partition set to {p.label}"])
