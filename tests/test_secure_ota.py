@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from esp_ota_emu.cli.main import cli
 from esp_ota_emu.device import Device
-from esp_ota_emu.errors import EXIT_OTA_FAILED, EspError, InputError
+from esp_ota_emu.errors import EXIT_NO_BOOTABLE, EXIT_OTA_FAILED, EspError, InputError
 from esp_ota_emu.https_ota import api
 from esp_ota_emu.local_ota import ota_from_file
 from esp_ota_emu.security import sbv2
@@ -123,6 +123,10 @@ def test_the_rom_refuses_a_bootloader_without_a_trusted_signature(sb_device, rea
     boot = sb_device.boot()
     assert boot.booted is None
     assert f"2nd-stage bootloader at 0x1000 is invalid (the ROM's Secure Boot V2 check failed: {reason}" in boot.trace[-1]
+    command = CliRunner().invoke(cli, ["boot", str(sb_device.flash.path)])
+    assert command.exit_code == EXIT_NO_BOOTABLE
+    lines = command.output.splitlines()
+    assert lines[-2:] == ["booted: nothing: no app runs and the chip resets (why: below)", f"  {boot.trace[-1]}"]
 
 
 def test_a_bootloader_update_must_be_signed_with_a_trusted_key(sb_device, realdata, tmp_path):

@@ -21,7 +21,7 @@ JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON obje
 
 
 def _boot_lines(result) -> list[str]:
-    target = result.booted.label if result.booted else "nothing: no bootable app, the bootloader resets"
+    target = result.booted.label if result.booted else "nothing: no app runs and the chip resets (why: below)"
     lines = [f"booted: {target}" + (f" (version {result.version})" if result.version else "")]
     lines += [f"  {step}" for step in result.trace]
     lines += [f"  wrote 0x{n:x} bytes at 0x{o:x}" for o, n in result.writes]
