@@ -198,10 +198,10 @@ class Bootloader:
         return self.result
 
     def _rom_loads_bootloader(self) -> bool:
-        """The ROM loads the 2nd-stage bootloader from the chip's bootloader offset (with Secure Boot V2
-        enabled, only if its signature verifies with a key digest in eFuse), which then checks its own
-        header: an image esp_image_verify refuses as a bootloader (magic, segments, checksum, chip) never
-        gets to boot an app. The ROM's Secure Boot V1 digest check is not modelled."""
+        """The ROM loads the 2nd-stage bootloader from the chip's bootloader offset (with Secure Boot
+        enabled, only if it passes the ROM's check: V2 its signature, V1 its digest at 0x0), which then
+        checks its own header: an image esp_image_verify refuses as a bootloader (magic, segments,
+        checksum, chip) never gets to boot an app."""
         result = self.dev.verify_bootloader()
         if result is not None and not result.ok:
             self._log(f"2nd-stage bootloader at 0x{self.dev.bootloader_region().offset:x} is invalid "

@@ -29,7 +29,7 @@ from .idf_release import SIGNED_DATA_PARTITION, IdfRelease, parse_release
 from .image import VerifyResult, parse_image, verify_image
 from .image.reader import read_app_desc
 from .partitions import Partition, PartitionTable
-from .security import sbv2
+from .security import sbv1, sbv2
 from .security.flash_encryption import load_flash_encryption_key
 from .security.keys import load_public_key
 from .security.device_encryption import device_crypt, encrypt_flash_in_place, plaintext_image_end
@@ -37,6 +37,7 @@ from .security.policy import (
     SECURE_BOOT_VERSIONS,
     enable_secure_boot,
     rom_bootloader_refusal,
+    rom_v1_bootloader_refusal,
     sbv1_verification_key,
     signature_check,
 )
@@ -174,11 +175,12 @@ class Device:
         readonly: bool,
         efuse_file=None,
         flash_encryption_key=None,
+        secure_bootloader_key=None,
         secure_boot_keys=(),
         flash_encryption: bool | None = None,
     ) -> bool:
         """Options that burn eFuses (or replace them with a QEMU eFuse file), then what the bootloader's
-        first boot does for the configured security: enable Secure Boot V2, encrypt the flash."""
+        first boot does for the configured security: enable Secure Boot, encrypt the flash."""
         before = self.settings.efuse
         if efuse_file is not None:
             self.import_efuses(Efuses.from_qemu_file(self._efuse_chip(), _read_input(efuse_file, "eFuse file")))
@@ -190,6 +192,13 @@ class Device:
                 efuses.burn_flash_encryption_key(key)
             elif efuses.flash_encryption_key != key:
                 raise EspError("ESP_ERR_INVALID_STATE", "a different flash encryption key is already burned in the eFuses")
+        if secure_bootloader_key is not None:
+            efuses = self._require_efuses()
+            key = _read_input(secure_bootloader_key, "Secure Boot V1 key")
+            if efuses.secure_boot_v1_key is None:
+                efuses.burn_secure_boot_v1_key(key)
+            elif efuses.secure_boot_v1_key != key:
+                raise EspError("ESP_ERR_INVALID_STATE", "a different Secure Boot V1 key is already burned in BLOCK2")
         for key_file in secure_boot_keys or ():
             public_key = load_public_key(_read_input(key_file, "secure boot key"))
             if self.settings.secure_boot == "v1":
@@ -200,7 +209,7 @@ class Device:
             if digest not in [s["digest"] for s in efuses.secure_boot_key_digests()]:
                 efuses.burn_secure_boot_key_digest(digest)
         if self.settings.secure_boot is not None:
-            enable_secure_boot(self._require_efuses(), self.settings.secure_boot)
+            enable_secure_boot(self, self._require_efuses(), self.settings.secure_boot, readonly=readonly)
         if flash_encryption:
             self._enable_flash_encryption(readonly)
         if self._efuses is None:
@@ -390,6 +399,11 @@ class Device:
         offset = self._chip.bootloader_offset
         return Partition("bootloader", BOOTLOADER, 0x00, offset, self.settings.partition_table_offset - offset, 0x1)
 
+    def secure_boot_digest_region(self) -> Partition:
+        """The ESP32's Secure Boot V1 IV and bootloader digest (``esp_secure_boot_iv_digest_t``): the sector
+        at 0x0, before the bootloader; encrypted with the bootloader when flash encryption is on."""
+        return Partition("secure_boot_digest", BOOTLOADER, 0x00, 0x0, sbv1.IV_DIGEST_SECTOR, 0x1)
+
     def partition_table_region(self) -> Partition:
         """The primary partition table as a partition (ESP-IDF v5.5's ``partition_table`` type): the
         ESP_PARTITION_TABLE_SIZE (4 KiB) sector at the table offset."""
@@ -492,8 +506,8 @@ class Device:
 
     def verify_bootloader(self) -> VerifyResult | None:
         """What a reset checks of the 2nd-stage bootloader in flash (read as the chip reads it): with
-        Secure Boot V2 enabled in eFuse the ROM's signature check, then esp_image_verify as a bootloader.
-        None when the chip, and so the bootloader's offset, is not known."""
+        Secure Boot enabled in eFuse the ROM's check (V2: its signature; V1: its digest at 0x0), then
+        esp_image_verify as a bootloader. None when the chip, and so the bootloader's offset, is not known."""
         region = self.bootloader_region()
         if region is None:
             return None
@@ -502,13 +516,21 @@ class Device:
         result = _verify_bootloader_image(image, region.offset, self._chip.name, self.chip_rev,
                                           self.disable_wafer_version_major)
         efuses = self.efuses
-        if result.ok and efuses is not None and efuses.secure_boot_v2_enabled:
-            refusal = rom_bootloader_refusal(image, result.image_len, tuple(efuses.trusted_key_digests()),
-                                             efuses.key_digest_slots == 1)
-            if refusal is not None:
-                return VerifyResult("ESP_ERR_IMAGE_INVALID", f"the ROM's Secure Boot V2 check failed: {refusal}",
-                                    result.image, result.image_len)
-        return result
+        if not result.ok or efuses is None:
+            return result
+        if efuses.secure_boot_v2_enabled:
+            version, refusal = "V2", rom_bootloader_refusal(image, result.image_len, tuple(efuses.trusted_key_digests()),
+                                                            efuses.key_digest_slots == 1)
+        elif efuses.secure_boot_v1_enabled:
+            iv_digest = self.io.read(self.secure_boot_digest_region(), 0, sbv1.IV_LEN + sbv1.DIGEST_LEN)
+            version, refusal = "V1", rom_v1_bootloader_refusal(image[: result.image_len], iv_digest,
+                                                               efuses.secure_boot_v1_key)
+        else:
+            return result
+        if refusal is None:
+            return result
+        return VerifyResult("ESP_ERR_IMAGE_INVALID", f"the ROM's Secure Boot {version} check failed: {refusal}",
+                            result.image, result.image_len)
 
     def plain_image_region(self, p: Partition) -> tuple[memoryview, int]:
         """``(buffer, offset)`` of the app image in ``p`` as the CPU sees it: the flash itself, or with
@@ -598,7 +620,7 @@ class Device:
 _SETTING_NAMES = {f.name for f in fields(DeviceSettings)}
 _STATE_NAMES = {f.name for f in fields(DeviceState)}
 # Options of Device.open that act on the eFuses (burn, import) instead of being settings.
-_EFUSE_ACTIONS = ("efuse_file", "flash_encryption_key", "secure_boot_keys", "flash_encryption")
+_EFUSE_ACTIONS = ("efuse_file", "flash_encryption_key", "secure_bootloader_key", "secure_boot_keys", "flash_encryption")
 
 
 @functools.lru_cache(maxsize=16)

@@ -389,6 +389,23 @@ class Efuses:
         return self.chip == "esp32" and bool(self.read("ABS_DONE_0"))
 
     @property
+    def secure_boot_v1_key(self) -> bytes | None:
+        """The ESP32's Secure Boot V1 bootloader key in BLOCK2, in key-file order (espefuse burns it
+        byte-reversed), None if unset."""
+        if self.chip != "esp32":
+            return None
+        key = self.read_bytes("BLOCK2")[::-1]
+        return key if any(key) else None
+
+    def burn_secure_boot_v1_key(self, key: bytes) -> None:
+        """``espefuse burn-key secure_boot_v1``: 32 bytes into the ESP32's BLOCK2, byte-reversed."""
+        if self.chip != "esp32":
+            raise InputError(f"Secure Boot V1 exists on the ESP32 only, not on the {self.chip}")
+        if len(key) != 32:
+            raise InputError(f"the Secure Boot V1 key is 32 bytes, got {len(key)}")
+        self._burn_empty("BLOCK2", key[::-1])
+
+    @property
     def secure_boot_v2_enabled(self) -> bool:
         """``esp_secure_boot_enabled()`` for Secure Boot V2 (ESP32: ABS_DONE_1; others: SECURE_BOOT_EN)."""
         return bool(self.read("ABS_DONE_1" if self.chip == "esp32" else "SECURE_BOOT_EN"))

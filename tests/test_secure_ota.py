@@ -1,4 +1,5 @@
-"""Signed OTAs on devices with Secure Boot V2 or "signed apps without secure boot".
+"""Signed OTAs on devices with Secure Boot V2, Secure Boot V1 or "signed apps without secure boot",
+and the ROM's check of the bootloader at every reset.
 
 The device is a real ESP32 bootloader with a table of factory + two OTA slots; the apps are the
 firmware samples, signed with espsecure's format (RSA-3072) by the samples' test key, and one signed
@@ -8,6 +9,9 @@ by another key. Every refusal must come before otadata changes and say which che
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -17,7 +21,7 @@ from esp_ota_emu.device import Device
 from esp_ota_emu.errors import EXIT_NO_BOOTABLE, EXIT_OTA_FAILED, EspError, InputError
 from esp_ota_emu.https_ota import api
 from esp_ota_emu.local_ota import ota_from_file
-from esp_ota_emu.security import sbv2
+from esp_ota_emu.security import sbv1, sbv2
 from esp_ota_emu.security.keys import load_public_key
 from esp_ota_emu.testserver import serve_files
 from helpers_flash import (
@@ -32,6 +36,7 @@ from helpers_flash import (
 )
 
 LAYOUT, OTADATA = SMALL_LAYOUT, SMALL_OTADATA
+ESPSECURE = str(Path(sys.executable).with_name("espsecure"))
 KEY = SAMPLES / "keys" / "secure_boot_signing_key.pem"
 OTHER_KEY = SAMPLES / "keys" / "secure_boot_other_key.pem"
 
@@ -278,16 +283,11 @@ def test_secure_boot_key_option_accepts_public_keys(flash, realdata):
 @pytest.fixture
 def v1_signed(realdata, tmp_path):
     """espsecure sign-data --version 1 (the oracle) of the samples with esptool's ECDSA P-256 test keys."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    espsecure = str(Path(sys.executable).with_name("espsecure"))
     sec = realdata / "esptool/secure_images"
 
     def sign(name: str, key: str):
         out = tmp_path / f"{name}-{key}.v1.bin"
-        subprocess.run([espsecure, "sign-data", "--version", "1", "--keyfile", str(sec / key), "-o", str(out),
+        subprocess.run([ESPSECURE, "sign-data", "--version", "1", "--keyfile", str(sec / key), "-o", str(out),
                         str(SAMPLES / f"sample_{name}.bin")], check=True, capture_output=True)
         return out
 
@@ -315,6 +315,69 @@ def test_secure_boot_v1_signed_apps(realdata, tmp_path, v1_signed):
         boot = dev.boot()
         assert boot.booted.label == "ota_0"
         assert any("ota_1: image invalid" in step and "ECDSA" in step for step in boot.trace)
+
+
+def test_secure_boot_v1_first_boot_digests_the_bootloader(realdata, tmp_path, v1_signed):
+    """Reflashable mode: the key given is burned into BLOCK2 (byte-reversed, as espefuse does) and the
+    first boot writes a random IV and the bootloader's digest at 0x0; espsecure digest-secure-bootloader
+    with that IV computes the same 192 bytes. One-time mode (no key given) makes its own key."""
+    sign, ecdsa_key = v1_signed
+    sec = realdata / "esptool/secure_images"
+    factory = sign("v1", "ecdsa256_secure_boot_signing_key.pem").read_bytes()
+    flash = make_flash(tmp_path / "v1.bin", realdata, LAYOUT, {"factory": factory}, size=1 << 20,
+                       bootloader=SMALL_BOOTLOADER)
+    with Device.open(flash, secure_boot="v1", secure_boot_keys=[ecdsa_key],
+                     secure_bootloader_key=sec / "256bit_key.bin") as dev:
+        assert dev.efuses.read_bytes("BLOCK2") == (sec / "256bit_key.bin").read_bytes()[::-1]
+        assert dev.boot(power_on=True).booted.label == "factory"
+    stored = flash.read_bytes()
+    iv = tmp_path / "iv.bin"
+    iv.write_bytes(stored[:128])
+    subprocess.run([ESPSECURE, "digest-secure-bootloader", "--keyfile", str(sec / "256bit_key.bin"), "--iv", str(iv),
+                    "-o", str(tmp_path / "digested.bin"), str(realdata / SMALL_BOOTLOADER)],
+                   check=True, capture_output=True)
+    assert stored[:192] == (tmp_path / "digested.bin").read_bytes()[:192]
+    assert stored[192:0x1000] == b"\xff" * (0x1000 - 192)
+
+    one_time = make_flash(tmp_path / "v1-once.bin", realdata, LAYOUT, {"factory": factory}, size=1 << 20)
+    with Device.open(one_time, secure_boot="v1", secure_boot_keys=[ecdsa_key]) as dev:
+        assert dev.efuses.secure_boot_v1_key is not None and dev.boot().booted.label == "factory"
+
+
+def test_secure_boot_v1_with_flash_encryption(realdata, tmp_path, v1_signed):
+    """The first boot writes the digest sector, then flash encryption encrypts it together with the
+    bootloader (ESP-IDF's encrypt_bootloader); the ROM reads both through decryption and boots."""
+    sign, ecdsa_key = v1_signed
+    sec = realdata / "esptool/secure_images"
+    factory = sign("v1", "ecdsa256_secure_boot_signing_key.pem").read_bytes()
+    flash = make_flash(tmp_path / "v1fe.bin", realdata, LAYOUT, {"factory": factory}, size=1 << 20,
+                       bootloader=SMALL_BOOTLOADER)
+    with Device.open(flash, secure_boot="v1", secure_boot_keys=[ecdsa_key], secure_bootloader_key=sec / "256bit_key.bin",
+                     flash_encryption_key=sec / "256bit_key.bin", flash_encryption=True) as dev:
+        assert dev.boot(power_on=True).booted.label == "factory"
+        plain = dev.io.read(dev.secure_boot_digest_region(), 0, 192)
+    assert flash.read_bytes()[:192] != plain  # stored encrypted
+    bootloader = (realdata / SMALL_BOOTLOADER).read_bytes()
+    assert plain[128:] == sbv1.bootloader_digest(bootloader, (sec / "256bit_key.bin").read_bytes(), plain[:128])
+
+
+def test_secure_boot_v1_bootloader_update_bricks_the_device(realdata, tmp_path, v1_signed):
+    """ESP-IDF v5.5's bootloader OTA accepts a valid new bootloader on a Secure Boot V1 device (V1
+    bootloaders carry no signature), and copies it; the ROM then finds that its digest is not the
+    one at 0x0, and nothing boots any more."""
+    sign, ecdsa_key = v1_signed
+    factory = sign("v1", "ecdsa256_secure_boot_signing_key.pem").read_bytes()
+    flash = make_flash(tmp_path / "v1.bin", realdata, LAYOUT, {"factory": factory}, size=1 << 20,
+                       bootloader=SMALL_BOOTLOADER)
+    with serve_files({"bootloader.bin": (realdata / STOCK_BOOTLOADER).read_bytes()}) as srv:
+        with Device.open(flash, secure_boot="v1", secure_boot_keys=[ecdsa_key], idf_release="v5.5.5") as dev:
+            assert dev.boot(power_on=True).booted.label == "factory"
+            api.https_ota(dev, srv.url("bootloader.bin"), cert_pem=srv.tls.ca_pem, final="bootloader",
+                          finalize_with_copy=True)
+            boot = dev.boot()
+    assert boot.booted is None
+    assert boot.trace[-1].startswith("2nd-stage bootloader at 0x1000 is invalid (the ROM's Secure Boot V1 check "
+                                     "failed: the bootloader's digest is not the one stored at 0x0")
 
 
 def test_secure_boot_v1_takes_p256_keys_only(flash):

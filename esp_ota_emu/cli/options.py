@@ -65,6 +65,9 @@ def device_options(func):
     @click.option("--secure-boot-key", "secure_boot_keys", multiple=True, type=click.Path(exists=True, dir_okay=False),
                   help="Burn this key's (private or public PEM) Secure Boot V2 digest into eFuse (repeatable); "
                        "with --secure-boot v1: the ECDSA P-256 signature verification key.")
+    @click.option("--secure-bootloader-key", type=click.Path(exists=True, dir_okay=False), default=None,
+                  help="Secure Boot V1 reflashable mode: burn this 32-byte key (espsecure digest-secure-bootloader's) "
+                       "into BLOCK2; without it the first boot makes one (one-time flash mode).")
     @click.option("--flash-encryption-key", type=click.Path(exists=True, dir_okay=False), default=None,
                   help="Burn this flash encryption key file (espsecure's raw key) into eFuse.")
     @click.option("--flash-encryption", is_flag=True, default=None,
@@ -76,7 +79,7 @@ def device_options(func):
                 skip_validation_on_power_on, skip_validation_always, factory_reset, factory_reset_data,
                 factory_reset_otadata, app_test, dangerous_writes, efuse_secure_version, secure_boot,
                 signed_on_update_no_secure_boot, signed_data_partition,
-                secure_boot_keys, flash_encryption_key, flash_encryption, efuse_file, **kwargs):
+                secure_boot_keys, secure_bootloader_key, flash_encryption_key, flash_encryption, efuse_file, **kwargs):
         settings = dict(
             chip=chip,
             chip_rev=_chip_rev(chip_rev),
@@ -97,6 +100,7 @@ def device_options(func):
             signed_data_partition=signed_data_partition,
             efuse_file=efuse_file,
             flash_encryption_key=flash_encryption_key,
+            secure_bootloader_key=secure_bootloader_key,
             secure_boot_keys=secure_boot_keys,
             flash_encryption=flash_encryption or None,
         )

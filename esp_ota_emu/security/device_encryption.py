@@ -89,6 +89,9 @@ def encrypt_flash_in_place(dev: Device) -> list[str]:
             if dev.settings.secure_boot == "v2":  # then esp_image_verify_bootloader counts the signature sector
                 length = min(align_up(length, SECTOR_SIZE) + SIG_SECTOR_SIZE, off - boot)
             region(boot, length, "bootloader")
+            if dev.settings.secure_boot == "v1":
+                digest = dev.secure_boot_digest_region()
+                region(digest.offset, digest.size, "secure boot IV and digest")
     region(off, PARTITION_TABLE_SECTOR, "partition table")
     for p in table.entries:
         if p.end > flash.size:

@@ -12,12 +12,14 @@
 from __future__ import annotations
 
 import functools
+import os
 from typing import TYPE_CHECKING, Callable
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import EspError, InputError
+from ..image import verify_image
 from . import sbv1, sbv2
 from .keys import describe_key, load_public_key
 
@@ -47,16 +49,52 @@ def explain(check: sbv2.SignatureCheck, trusted: list[bytes] | None) -> str:
     return check.reason
 
 
-def enable_secure_boot(efuses: Efuses, version: str) -> None:
-    """What the bootloader's first boot burns for its Secure Boot version (ABS_DONE_0 for V1, the
-    V2 enable bit for V2); V1 exists on the ESP32 only."""
-    if version == "v1":
-        if efuses.chip != "esp32":
-            raise InputError(f"Secure Boot V1 exists on the ESP32 only, not on the {efuses.chip}")
-        if not efuses.secure_boot_v1_enabled:
-            efuses.burn("ABS_DONE_0", 1)
-    elif not efuses.secure_boot_v2_enabled:
-        efuses.enable_secure_boot_v2()
+def enable_secure_boot(dev: Device, efuses: Efuses, version: str, *, readonly: bool) -> None:
+    """What the bootloader's first boot does for its Secure Boot version.
+
+    V2: burn the enable bit. V1 (ESP32 only): ``esp_secure_boot_generate_digest`` and then
+    ``esp_secure_boot_permanently_enable``: a random key into BLOCK2 unless one is burned already
+    (reflashable mode), the bootloader's digest with a random IV written at 0x0 for the ROM to check
+    at every reset, then ABS_DONE_0.
+    """
+    if version == "v2":
+        if not efuses.secure_boot_v2_enabled:
+            efuses.enable_secure_boot_v2()
+        return
+    if efuses.chip != "esp32":
+        raise InputError(f"Secure Boot V1 exists on the ESP32 only, not on the {efuses.chip}")
+    if efuses.secure_boot_v1_enabled:
+        return
+    if readonly:
+        raise InputError("enabling Secure Boot V1 writes the bootloader's digest at 0x0; "
+                         "use a command that writes the flash (boot, ota)")
+    region = dev.bootloader_region()
+    result = verify_image(dev.flash.view(), region.offset, region.size, chip="esp32", is_bootloader=True)
+    if not result.ok:
+        raise InputError(f"Secure Boot V1's first boot digests the 2nd-stage bootloader, and the one at "
+                         f"0x{region.offset:x} is invalid: {result.reason}")
+    key = efuses.secure_boot_v1_key
+    if key is None:  # one-time flash mode: the bootloader makes the key
+        key = os.urandom(32)
+        efuses.burn_secure_boot_v1_key(key)
+    iv = os.urandom(sbv1.IV_LEN)
+    image = dev.flash.read(region.offset, result.image_len)
+    dev.flash.erase_range(0, sbv1.IV_DIGEST_SECTOR)
+    dev.flash.program(0, iv + sbv1.bootloader_digest(image, key, iv))
+    efuses.burn("ABS_DONE_0", 1)
+
+
+@functools.lru_cache(maxsize=64)
+def rom_v1_bootloader_refusal(image: bytes, iv_digest: bytes, key: bytes | None) -> str | None:
+    """The ESP32 ROM's Secure Boot V1 check of the 2nd-stage bootloader ``image``: its digest with the
+    BLOCK2 ``key`` and the IV stored at 0x0 must be the digest stored after that IV. None when it
+    passes, else why not. Remembered: every reset checks it."""
+    if key is None:
+        return "no Secure Boot V1 key is burned in BLOCK2"
+    iv, digest = iv_digest[: sbv1.IV_LEN], iv_digest[sbv1.IV_LEN : sbv1.IV_LEN + sbv1.DIGEST_LEN]
+    if sbv1.bootloader_digest(image, key, iv) != digest:
+        return "the bootloader's digest is not the one stored at 0x0 (the bootloader changed since Secure Boot was enabled)"
+    return None
 
 
 def sbv1_verification_key(public_key) -> str:

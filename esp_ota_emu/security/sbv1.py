@@ -100,6 +100,7 @@ def verify_signed_file(data: bytes | memoryview, public_key: PublicKey) -> None:
 
 
 IV_DIGEST_SECTOR = 0x1000  # esp_secure_boot_iv_digest_t, padded to a sector, at flash offset 0x0
+IV_LEN, DIGEST_LEN = 128, 64  # its fields
 
 
 def _as_rom_reads(image: bytes | memoryview) -> bytes:
