@@ -243,6 +243,9 @@ class _EspTlsContext(ssl.SSLContext):
         return super().wrap_socket(sock, *args, server_hostname=server_hostname, **kwargs)
 
 
+_CAN_POLL = hasattr(select, "poll")  # where there is no poll, a receive takes one TLS record
+
+
 class _EspTlsSocket(ssl.SSLSocket):
     """A TLS socket that checks the server's name after the handshake as mbedTLS does, against the name
     esp-tls gives it (``common_name``, else the URL's host: the socket's ``server_hostname``).
@@ -261,7 +264,7 @@ class _EspTlsSocket(ssl.SSLSocket):
             err, self._deferred = self._deferred, None
             raise err
         data = super().recv(buflen, flags)
-        if not data or len(data) >= buflen or flags or not hasattr(select, "poll"):
+        if not data or len(data) >= buflen or flags or not _CAN_POLL:
             return data
         pieces, got = [data], len(data)
         try:

@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import EspError, InputError
-from ..image import verify_image
 from . import sbv1, sbv2
 from .keys import describe_key, load_public_key
 
@@ -69,7 +68,7 @@ def enable_secure_boot(dev: Device, efuses: Efuses, version: str, *, readonly: b
         raise InputError("enabling Secure Boot V1 writes the bootloader's digest at 0x0; "
                          "use a command that writes the flash (boot, ota)")
     region = dev.bootloader_region()
-    result = verify_image(dev.flash.view(), region.offset, region.size, chip="esp32", is_bootloader=True)
+    result = dev.verify_bootloader()  # Secure Boot is not on yet: esp_image_verify alone
     if not result.ok:
         raise InputError(f"Secure Boot V1's first boot digests the 2nd-stage bootloader, and the one at "
                          f"0x{region.offset:x} is invalid: {result.reason}")
