@@ -25,6 +25,7 @@ from esp_ota_emu.security import sbv1, sbv2
 from esp_ota_emu.security.keys import load_public_key
 from esp_ota_emu.testserver import serve_files
 from helpers_flash import (
+    ROLLBACK_BOOTLOADER,
     SAMPLES,
     SMALL_BOOTLOADER,
     SMALL_LAYOUT,
@@ -359,6 +360,25 @@ def test_secure_boot_v1_with_flash_encryption(realdata, tmp_path, v1_signed):
     assert flash.read_bytes()[:192] != plain  # stored encrypted
     bootloader = (realdata / SMALL_BOOTLOADER).read_bytes()
     assert plain[128:] == sbv1.bootloader_digest(bootloader, (sec / "256bit_key.bin").read_bytes(), plain[:128])
+
+
+def test_secure_boot_v1_enabled_on_an_encrypted_device(realdata, tmp_path, v1_signed):
+    """Secure Boot V1 turned on after flash encryption: the first boot digests the bootloader as the
+    cache reads it (decrypted) and writes the IV and digest encrypted; the ROM then accepts it."""
+    sign, ecdsa_key = v1_signed
+    sec = realdata / "esptool/secure_images"
+    factory = sign("v1", "ecdsa256_secure_boot_signing_key.pem").read_bytes()
+    flash = make_flash(tmp_path / "fe-then-v1.bin", realdata, LAYOUT, {"factory": factory}, size=1 << 20)
+    with Device.open(flash, flash_encryption_key=sec / "256bit_key.bin", flash_encryption=True) as dev:
+        assert dev.boot(power_on=True).booted.label == "factory"
+    with Device.open(flash, secure_boot="v1", secure_boot_keys=[ecdsa_key]) as dev:
+        boot = dev.boot()
+        assert boot.booted.label == "factory", boot.trace
+        plain = dev.io.read(dev.secure_boot_digest_region(), 0, 192)
+        key = dev.efuses.secure_boot_v1_key
+    assert flash.read_bytes()[:192] != plain
+    bootloader = (realdata / ROLLBACK_BOOTLOADER).read_bytes()
+    assert plain[128:] == sbv1.bootloader_digest(bootloader, key, plain[:128])
 
 
 def test_secure_boot_v1_bootloader_update_bricks_the_device(realdata, tmp_path, v1_signed):

@@ -77,9 +77,12 @@ def enable_secure_boot(dev: Device, efuses: Efuses, version: str, *, readonly: b
         key = os.urandom(32)
         efuses.burn_secure_boot_v1_key(key)
     iv = os.urandom(sbv1.IV_LEN)
-    image = dev.flash.read(region.offset, result.image_len)
+    image = dev.io.read(region, 0, result.image_len)  # through the cache: decrypted on an encrypted device
+    stored = iv + sbv1.bootloader_digest(image, key, iv)
+    if dev.io.crypt is not None:  # bootloader_flash_write(..., esp_flash_encryption_enabled())
+        stored = dev.io.crypt.encrypt(0, stored)
     dev.flash.erase_range(0, sbv1.IV_DIGEST_SECTOR)
-    dev.flash.program(0, iv + sbv1.bootloader_digest(image, key, iv))
+    dev.flash.program(0, stored)
     efuses.burn("ABS_DONE_0", 1)
 
 
