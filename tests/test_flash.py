@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import random
+import select
+import threading
+from contextlib import contextmanager
+from types import SimpleNamespace
 from unittest import mock
 
 import pytest
@@ -10,7 +16,7 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from esp_ota_emu.errors import InputError
-from esp_ota_emu.flash import SECTOR_SIZE, Flash, FlashError, parse_size, qemu_size_warning
+from esp_ota_emu.flash import SECTOR_SIZE, SHA256_STEP, Flash, FlashError, parse_size, qemu_size_warning
 
 
 @pytest.fixture
@@ -196,3 +202,94 @@ def test_sha256_is_the_digest_of_the_stored_bytes_with_a_running_hash_in_between
             assert flash.sha256(start, length) == hashlib.sha256(model[start : start + length]).digest()
             other = rng.randrange(SMALL)
             assert flash.sha256(other, SMALL - other) == hashlib.sha256(model[other:]).digest()
+
+
+@contextmanager
+def _held_hasher():
+    """SHA-256 objects whose updates on the flash's hasher thread wait, with the piece's bytes in hand,
+    until the yielded event is set; the sizes of those pieces are recorded. Hashing on any other thread
+    is neither held nor recorded."""
+    release, pieces = threading.Event(), []
+    real_sha256 = hashlib.sha256
+
+    class HeldSha256:
+        def __init__(self, real=None):
+            self.real = real or real_sha256()
+
+        def update(self, data):
+            if threading.current_thread().name.startswith("flash-sha256"):
+                pieces.append(len(data))
+                assert release.wait(10), "the test never released the hasher"
+            self.real.update(data)
+
+        def copy(self):
+            return HeldSha256(self.real.copy())
+
+        def digest(self):
+            return self.real.digest()
+
+    with mock.patch("esp_ota_emu.flash.hashlib", SimpleNamespace(sha256=HeldSha256)):
+        yield release, pieces
+        release.set()
+
+
+def test_running_sha256_is_hashed_in_the_background_without_holding_the_writer_up(tmp_path):
+    """A piece goes to the hasher thread and the writer goes on; while that piece is still hashing,
+    the next advance hands nothing over, and a later one hands over all that has come since. The digest
+    waits for the piece in hand and is the stored bytes'."""
+    step = SHA256_STEP
+    data = random.Random(1).randbytes(4 * step)
+    with _held_hasher() as (release, pieces), Flash.create(tmp_path / "f.bin", len(data)) as flash:
+        flash.follow_sha256(0)
+        for end in (step, 2 * step):
+            flash.program(end - step, data[end - step : end])
+            flash.advance_sha256(0, end)  # returns although the hasher is held
+        release.set()
+        assert flash.sha256(0, step) == hashlib.sha256(data[:step]).digest()
+        flash.program(2 * step, data[2 * step :])
+        flash.advance_sha256(0, 3 * step)
+        assert flash.sha256(0, len(data)) == hashlib.sha256(data).digest()
+    assert pieces == [step, 2 * step]
+
+
+def test_close_waits_for_the_piece_being_hashed(tmp_path):
+    """The hasher reads the mapping: closing the flash while it works on a piece waits for it, then
+    closes the mapping (it is not left open as if a view were alive)."""
+    with _held_hasher() as (release, _):
+        flash = Flash.create(tmp_path / "f.bin", SHA256_STEP)
+        flash.follow_sha256(0)
+        flash.advance_sha256(0, SHA256_STEP)
+        threading.Timer(0.05, release.set).start()
+        flash.close()
+    with pytest.raises(ValueError):
+        flash.read(0, 1)
+
+
+def test_a_forked_child_does_not_wait_for_its_parents_hasher(tmp_path):
+    """A process forked while a piece is hashing (the power-cut campaign forks its workers) has no
+    hasher thread: its flash drops the running hash and hashes from scratch, without waiting forever,
+    and the parent's own digest is unaffected."""
+    data = random.Random(2).randbytes(2 * SHA256_STEP)
+    with _held_hasher() as (release, _), Flash.create(tmp_path / "f.bin", len(data)) as flash:
+        flash.program(0, data)
+        flash.follow_sha256(0)
+        flash.advance_sha256(0, SHA256_STEP)
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:
+            try:
+                os.write(write_end, flash.sha256(0, len(data)))
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        try:
+            ready, _, _ = select.select([read_end], [], [], 10)
+            answer = os.read(read_end, 32) if ready else b""
+        finally:
+            if not ready:
+                os.kill(child, 9)
+            os.waitpid(child, 0)
+            os.close(read_end)
+        assert answer == hashlib.sha256(data).digest(), "the child waited for a hasher it does not have"
+        release.set()
+        assert flash.sha256(0, len(data)) == hashlib.sha256(data).digest()

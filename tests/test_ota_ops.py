@@ -135,7 +135,7 @@ def test_end_hashes_only_what_the_running_hash_has_not_taken(realdata, tmp_path,
             dev.ota.write(h, image[i : i + 4096])
         dev.ota.end(h)
     assert sum(hashed) == len(image) - 32  # the digest itself is not hashed
-    assert len(hashed) > 2  # taken in pieces while the slot was written
+    assert len(hashed) >= 2  # at least one piece taken while the slot was written, the rest at the end
 
 
 @pytest.mark.parametrize("changed_at", [None, 0x20, 0x1234, 0x80000])
