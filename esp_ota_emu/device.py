@@ -28,6 +28,7 @@ from .idf_release import DEFAULT as DEFAULT_RELEASE
 from .idf_release import SIGNED_DATA_PARTITION, IdfRelease, parse_release
 from .image import VerifyResult, parse_image, verify_image
 from .image.reader import read_app_desc
+from .interrupts import interrupts_deferred
 from .partitions import Partition, PartitionTable
 from .security import sbv1, sbv2
 from .security.flash_encryption import load_flash_encryption_key
@@ -161,12 +162,14 @@ class Device:
                                  "--secure-boot v2 or --signed-on-update-no-secure-boot")
         dev = cls(Flash.open(path, readonly=readonly, strict=strict), settings, state)
         try:
-            changed |= dev._apply_efuse_actions(readonly=readonly, **actions)
+            # Ctrl-C waits for a first boot's security writes (half an encrypted flash boots nothing) and
+            # for the sidecar that records the eFuses they burned
+            with interrupts_deferred():
+                if dev._apply_efuse_actions(readonly=readonly, **actions) or changed:
+                    dev.save()
         except BaseException:
             dev.close()
             raise
-        if changed:
-            dev.save()
         return dev
 
     def _apply_efuse_actions(

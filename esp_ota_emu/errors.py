@@ -57,6 +57,7 @@ EXIT_USAGE = 2  # bad command line (click's own code)
 EXIT_BAD_INPUT = 3  # an input file could not be read or is not what it claims to be
 EXIT_OTA_FAILED = 4  # an OTA (or another flash-changing operation) failed; the flash is as before
 EXIT_NO_BOOTABLE = 5  # the bootloader finds no bootable app / a power-cut run bricked the device
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
 
 class EspError(Exception):

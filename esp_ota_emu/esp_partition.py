@@ -12,6 +12,7 @@ from typing import Callable, Protocol
 from .errors import EspError
 from .flash import SECTOR_SIZE, Flash
 from .formats.partition_table import APP, BOOTLOADER, DATA, PARTITION_TABLE
+from .interrupts import interrupts_deferred
 from .partitions import Partition
 
 _COPY_PIECE = 0x10000  # one MMU page
@@ -94,7 +95,8 @@ class PartitionIO:
     def copy(self, dest: Partition, dest_offset: int, src: Partition, src_offset: int, size: int) -> None:
         """``esp_partition_copy``: erase ``ALIGN_UP(size)`` bytes of ``dest``, then write ``src``'s bytes
         there as read through the cache (decrypted, re-encrypted for an encrypted ``dest``). Written in
-        64 KiB pieces (ESP-IDF writes as much as its free MMU pages map at once)."""
+        64 KiB pieces (ESP-IDF writes as much as its free MMU pages map at once). Ctrl-C waits until the
+        copy is done: a half-copied bootloader or partition table boots nothing."""
         if src == dest:
             raise EspError("ESP_ERR_INVALID_ARG", "esp_partition_copy: source and destination are the same partition")
         if src_offset + size > src.size or dest_offset + size > dest.size:
@@ -103,7 +105,8 @@ class PartitionIO:
                 f"cannot copy 0x{size:x} bytes from '{src.label}' (0x{src.size:x} bytes) to '{dest.label}' "
                 f"(0x{dest.size:x} bytes)",
             )
-        self.erase_range(dest, dest_offset, -(-size // SECTOR_SIZE) * SECTOR_SIZE)
-        for done in range(0, size, _COPY_PIECE):
-            n = min(_COPY_PIECE, size - done)
-            self.write(dest, dest_offset + done, self.read(src, src_offset + done, n))
+        with interrupts_deferred():
+            self.erase_range(dest, dest_offset, -(-size // SECTOR_SIZE) * SECTOR_SIZE)
+            for done in range(0, size, _COPY_PIECE):
+                n = min(_COPY_PIECE, size - done)
+                self.write(dest, dest_offset + done, self.read(src, src_offset + done, n))

@@ -19,6 +19,7 @@ from .formats.otadata import (
     ota_seq_crc,
     state_name,
 )
+from .interrupts import interrupts_deferred
 from .partitions import Partition
 
 
@@ -119,12 +120,14 @@ class OtaData:
         ]
 
     def write(self, entry: OtaEntry) -> None:
-        """Erase the entry's sector, then program its 32 bytes (the rest of the sector stays 0xFF)."""
-        self.io.erase_range(self.partition, entry.sector * SECTOR_SIZE, SECTOR_SIZE)
+        """Erase the entry's sector, then program its 32 bytes (the rest of the sector stays 0xFF); Ctrl-C
+        waits until both are done."""
         data = entry.to_bytes()
         if self.io.encrypted(self.partition):
             data = data.ljust(OTADATA_ENTRY_SIZE, b"\xff")
-        self.io.write(self.partition, entry.sector * SECTOR_SIZE, data)
+        with interrupts_deferred():
+            self.io.erase_range(self.partition, entry.sector * SECTOR_SIZE, SECTOR_SIZE)
+            self.io.write(self.partition, entry.sector * SECTOR_SIZE, data)
 
     def erase_sector(self, sector: int) -> None:
         self.io.erase_range(self.partition, sector * SECTOR_SIZE, SECTOR_SIZE)

@@ -10,7 +10,7 @@ import click
 
 from .. import __version__
 from . import commands
-from ..errors import EspError, InputError
+from ..errors import EXIT_INTERRUPTED, EspError, InputError
 
 
 DEFAULT_COMMAND = "ota"
@@ -54,6 +54,11 @@ class _Group(click.Group):
         except (EspError, InputError) as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            # An OTA in progress was aborted as esp_https_ota_abort() does (the ABORT event); the sidecar
+            # is saved and writes that decide what boots are never left half done (see interrupts.py).
+            click.echo("error: interrupted (Ctrl-C)", err=True)
+            sys.exit(EXIT_INTERRUPTED)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
