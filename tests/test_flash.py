@@ -282,6 +282,7 @@ def test_a_forked_child_does_not_wait_for_its_parents_hasher(tmp_path):
             finally:
                 os._exit(0)
         os.close(write_end)
+        ready = []
         try:
             ready, _, _ = select.select([read_end], [], [], 10)
             answer = os.read(read_end, 32) if ready else b""
