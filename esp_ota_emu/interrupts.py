@@ -21,8 +21,8 @@ from typing import Iterator
 def interrupts_deferred() -> Iterator[None]:
     """Run the block with Ctrl-C (SIGINT) held back, then deliver it as the handler before would have.
 
-    Signals reach only the main thread, so elsewhere (the fleet's device threads) the block just runs;
-    so it does where SIGINT has no Python-level handler to restore.
+    Signals reach only the main thread, so elsewhere (the fleet's device threads) the block just runs,
+    as it does when SIGINT's handler was not set from Python (there is none to restore).
     """
     previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
     if previous is None:
