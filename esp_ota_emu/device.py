@@ -439,6 +439,11 @@ class Device:
         labels = ", ".join(p.label for p in table.entries)
         raise InputError(f"no partition '{name}' (the table has {labels}; or name bootloader / partition_table)")
 
+    def staging_partition(self, staging: str | None) -> Partition | None:
+        """Where esp_https_ota writes an update: esp_https_ota_config_t.partition.staging (a name
+        :meth:`find_partition` takes), else esp_ota_get_next_update_partition(NULL)."""
+        return self.find_partition(staging) if staging else self.ota.get_next_update_partition(None)
+
     def check_dangerous_write(self, addr: int, length: int) -> None:
         """esp_flash's check of an erase or write (esp_partition_main_flash_region_safe): the bootloader
         and partition table (anything up to the table's end) and the running app are dangerous regions.

@@ -483,7 +483,7 @@ class Campaign:
         try:
             dev.power_on_if_needed()
             old = dev.running
-            target = dev.find_partition(plan.staging) if plan.staging else dev.ota.get_next_update_partition(None)
+            target = dev.staging_partition(plan.staging)
             if target is None:
                 raise EspError("ESP_ERR_NOT_FOUND", "the partition table has no OTA slot to update")
             otadata = dev.partitions.otadata()

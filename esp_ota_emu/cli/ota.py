@@ -86,20 +86,17 @@ def ota_cmd(flash, url, resume, decrypt_key, reboot, as_json, ota_options, open_
                 decrypt_key=decrypt_key, **ota_options
             )
         except EspError as err:
-            if progress is not None:
-                progress.done()
             if as_json:
                 echo_json({"result": "failed", "esp_err": err.esp_err, "code": err.code, "message": err.message})
             err.exit_code = EXIT_OTA_FAILED
             raise
         except KeyboardInterrupt:
-            if progress is not None:
-                progress.done()
             if as_json:
                 echo_json({"result": "interrupted"})
             raise
-        if progress is not None:
-            progress.done()
+        finally:
+            if progress is not None:  # (no bar with --json)
+                progress.done()
     report = {
         "result": "ok",
         "partition": result.partition,

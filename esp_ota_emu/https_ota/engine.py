@@ -703,7 +703,7 @@ def resumable_https_ota(
     """
     url = config.http.url
     progress = device.state.resume.get(url)
-    target = device.find_partition(config.staging) if config.staging else device.ota.get_next_update_partition(None)
+    target = device.staging_partition(config.staging)
     if progress and target is not None and progress.get("partition") == target.label:
         config.ota_image_bytes_written = int(progress.get("bytes_written", 0))
     config.ota_resumption = True
